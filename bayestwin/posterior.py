@@ -1,0 +1,374 @@
+"""Posterior draws of a twin model as plain NumPy arrays, and the feature encoding.
+
+:class:`TwinPosterior` is the hand-off between fitting and everything downstream: the
+generator turns a PyMC trace into one, the simulation engine and power calculations
+read its arrays, and tests build one directly (for example from a synthetic
+:class:`~bayestwin.synthetic.GroundTruth`) without sampling anything.
+
+The linear predictor for unit ``i`` under intervention ``k`` at intensity ``s``, for
+posterior draw ``d`` (DESIGN.md, "The statistics")::
+
+    eta[d, i] = intercept[d, seg_i] + X_i . beta[d]
+                + 1{treated} * g_d(s) * (tau[d, k, seg_i] + Z_i . gamma[d, k])
+    g_d(s)    = (1 - exp(-dose_rate[d] * s)) / (1 - exp(-dose_rate[d]))
+
+``X`` holds the standardised numeric features followed by the one-hot categorical
+levels (the first level of each categorical is the reference); ``Z`` holds the
+standardised numeric features alone. The mean outcome is
+``outcome_loc + outcome_scale * inverse_link(eta)`` (``outcome_loc = 0`` and
+``outcome_scale = 1`` except for a gaussian outcome fitted on a standardised scale).
+
+Pure NumPy and pandas: this module imports nothing from PyMC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from bayestwin.families import Family, check_family, inverse_link
+
+__all__ = ["FeatureEncoder", "TwinPosterior", "dose_response_draws"]
+
+
+def dose_response_draws(intensity: float | NDArray, rate: NDArray) -> NDArray:
+    """``g(s)`` for every draw of the dose rate.
+
+    Parameters
+    ----------
+    intensity : float or ndarray
+        Intensity ``s >= 0`` (scalar or shape ``(N,)``).
+    rate : ndarray
+        Dose-rate draws, shape ``(D,)``, all > 0.
+
+    Returns
+    -------
+    ndarray
+        Shape ``(D,)`` for a scalar intensity, ``(D, N)`` for an array.
+    """
+    r = np.asarray(rate, dtype=float)
+    s = np.asarray(intensity, dtype=float)
+    if s.ndim == 0:
+        return np.expm1(-r * s) / np.expm1(-r)
+    return np.expm1(-r[:, None] * s[None, :]) / np.expm1(-r)[:, None]
+
+
+@dataclass(frozen=True)
+class FeatureEncoder:
+    """How a unit's raw columns become model inputs.
+
+    Attributes
+    ----------
+    numeric : tuple of str
+        Numeric feature columns, standardised by ``loc`` and ``scale``.
+    loc, scale : ndarray
+        Standardisation constants, one per numeric column.
+    categorical : dict of str to tuple of str
+        Categorical columns and their levels; the first level is the reference.
+    segment_column : str
+        The grouping column.
+    segments : tuple of str
+        Known segments, in model order.
+    """
+
+    numeric: tuple[str, ...]
+    loc: NDArray
+    scale: NDArray
+    categorical: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    segment_column: str = "segment"
+    segments: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        """Names of the columns of ``X`` (numeric, then ``col[level]`` dummies)."""
+        names = list(self.numeric)
+        for col, levels in self.categorical.items():
+            names.extend(f"{col}[{lvl}]" for lvl in levels[1:])
+        return names
+
+    @property
+    def raw_columns(self) -> list[str]:
+        """The raw columns a unit must have."""
+        return [self.segment_column, *self.numeric, *self.categorical]
+
+    def check_columns(self, units: pd.DataFrame) -> None:
+        """Raise ``ValueError`` naming any raw column ``units`` lacks."""
+        missing = [c for c in self.raw_columns if c not in units.columns]
+        if missing:
+            raise ValueError(f"units lack the column(s) {missing}; needed: {self.raw_columns}")
+
+    def segment_index(self, units: pd.DataFrame) -> NDArray[np.intp]:
+        """Index of each unit's segment in :attr:`segments`."""
+        codes = pd.Categorical(units[self.segment_column], categories=self.segments).codes
+        if (codes < 0).any():
+            bad = sorted(set(units[self.segment_column][codes < 0].astype(str)))[:5]
+            raise ValueError(
+                f"{self.segment_column} has values unknown to the model: {bad}; "
+                f"known: {list(self.segments)}"
+            )
+        return codes.astype(np.intp)
+
+    def encode(
+        self, units: pd.DataFrame, dtype: type[np.floating] = np.float64
+    ) -> tuple[NDArray, NDArray, NDArray[np.intp]]:
+        """Encode units as ``(X, Z, segment_index)``.
+
+        Parameters
+        ----------
+        units : DataFrame
+            Rows with :attr:`raw_columns`.
+        dtype : numpy floating type
+            dtype of ``X`` and ``Z``.
+
+        Returns
+        -------
+        X : ndarray, shape (N, P)
+            Standardised numerics then categorical dummies.
+        Z : ndarray, shape (N, P_numeric)
+            Standardised numerics (a view into ``X``).
+        segment_index : ndarray of intp, shape (N,)
+        """
+        self.check_columns(units)
+        n = len(units)
+        x = np.empty((n, len(self.columns)), dtype=dtype)
+        p = len(self.numeric)
+        if p:
+            raw = units[list(self.numeric)].to_numpy(dtype=float)
+            x[:, :p] = (raw - self.loc) / self.scale
+        j = p
+        for col, levels in self.categorical.items():
+            codes = pd.Categorical(units[col], categories=levels).codes
+            if (codes < 0).any():
+                bad = sorted(set(units[col][codes < 0].astype(str)))[:5]
+                raise ValueError(f"column {col!r} has unknown levels {bad}; known: {list(levels)}")
+            for lvl_i in range(1, len(levels)):
+                x[:, j] = codes == lvl_i
+                j += 1
+        return x, x[:, :p], self.segment_index(units)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready representation."""
+        return {
+            "numeric": list(self.numeric),
+            "loc": [float(v) for v in self.loc],
+            "scale": [float(v) for v in self.scale],
+            "categorical": {k: list(v) for k, v in self.categorical.items()},
+            "segment_column": self.segment_column,
+            "segments": list(self.segments),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> FeatureEncoder:
+        """Inverse of :meth:`to_dict`."""
+        cat = data.get("categorical") or {}
+        assert isinstance(cat, Mapping)
+        return cls(
+            numeric=tuple(data["numeric"]),  # type: ignore[arg-type]
+            loc=np.asarray(data["loc"], dtype=float),
+            scale=np.asarray(data["scale"], dtype=float),
+            categorical={str(k): tuple(v) for k, v in cat.items()},
+            segment_column=str(data.get("segment_column", "segment")),
+            segments=tuple(data["segments"]),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class TwinPosterior:
+    """Posterior draws of one twin model, flattened over chains.
+
+    Attributes
+    ----------
+    family : str
+        Outcome family (see :mod:`bayestwin.families`).
+    encoder : FeatureEncoder
+        The feature encoding.
+    intervention_types : tuple of str
+        Known intervention types, in model order.
+    intercept : ndarray, shape (D, S)
+    beta : ndarray, shape (D, P)
+    tau : ndarray, shape (D, K, S)
+        Effect of type ``k`` in segment ``s`` at intensity 1, link scale.
+    gamma : ndarray, shape (D, K, P_numeric)
+        Covariate-by-treatment interactions.
+    dose_rate : ndarray, shape (D,)
+    dispersion : ndarray of shape (D,), optional
+        ``alpha`` (neg_binomial) or ``sigma`` on the model's scale (gaussian).
+    outcome_loc, outcome_scale : float
+        Mean outcome is ``outcome_loc + outcome_scale * inverse_link(eta)``.
+    """
+
+    family: Family
+    encoder: FeatureEncoder
+    intervention_types: tuple[str, ...]
+    intercept: NDArray
+    beta: NDArray
+    tau: NDArray
+    gamma: NDArray
+    dose_rate: NDArray
+    dispersion: NDArray | None = None
+    outcome_loc: float = 0.0
+    outcome_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_family(self.family)
+        d = self.intercept.shape[0]
+        s = len(self.encoder.segments)
+        k = len(self.intervention_types)
+        p = len(self.encoder.columns)
+        pn = len(self.encoder.numeric)
+        expected = {
+            "intercept": (d, s),
+            "beta": (d, p),
+            "tau": (d, k, s),
+            "gamma": (d, k, pn),
+            "dose_rate": (d,),
+        }
+        for name, shape in expected.items():
+            got = getattr(self, name).shape
+            if got != shape:
+                raise ValueError(f"{name} has shape {got}, expected {shape}")
+        if self.dispersion is not None and self.dispersion.shape != (d,):
+            raise ValueError(f"dispersion has shape {self.dispersion.shape}, expected {(d,)}")
+        if self.family in ("neg_binomial", "gaussian") and self.dispersion is None:
+            raise ValueError(f"family {self.family!r} needs dispersion draws")
+
+    @property
+    def n_draws(self) -> int:
+        """Number of posterior draws ``D``."""
+        return int(self.intercept.shape[0])
+
+    def type_index(self, intervention_type: str) -> int:
+        """Index of an intervention type; a clear ``ValueError`` if unknown."""
+        try:
+            return self.intervention_types.index(intervention_type)
+        except ValueError:
+            raise ValueError(
+                f"unknown intervention_type {intervention_type!r}; this model knows "
+                f"{', '.join(self.intervention_types)}"
+            ) from None
+
+    def subset(self, draws: slice | NDArray) -> TwinPosterior:
+        """A posterior with only the selected draws."""
+        disp = None if self.dispersion is None else self.dispersion[draws]
+        return TwinPosterior(
+            family=self.family,
+            encoder=self.encoder,
+            intervention_types=self.intervention_types,
+            intercept=self.intercept[draws],
+            beta=self.beta[draws],
+            tau=self.tau[draws],
+            gamma=self.gamma[draws],
+            dose_rate=self.dose_rate[draws],
+            dispersion=disp,
+            outcome_loc=self.outcome_loc,
+            outcome_scale=self.outcome_scale,
+        )
+
+    def linear_predictor(
+        self,
+        units: pd.DataFrame,
+        intervention_type: str | None = None,
+        intensity: float = 1.0,
+    ) -> NDArray:
+        """Linear predictor, shape ``(D, N)``; ``intervention_type=None`` is control.
+
+        This is the plain reference computation; :mod:`bayestwin.simulation` has the
+        chunked, memory-bounded version used for large twin counts.
+        """
+        if intensity < 0:
+            raise ValueError(f"intensity must be >= 0, got {intensity}")
+        x, z, seg = self.encoder.encode(units)
+        eta = self.intercept[:, seg] + self.beta @ x.T
+        if intervention_type:
+            k = self.type_index(intervention_type)
+            g = dose_response_draws(intensity, self.dose_rate)
+            eta = eta + g[:, None] * (self.tau[:, k, seg] + self.gamma[:, k, :] @ z.T)
+        return eta
+
+    def expected_outcome(
+        self,
+        units: pd.DataFrame,
+        intervention_type: str | None = None,
+        intensity: float = 1.0,
+    ) -> NDArray:
+        """Expected outcome per unit and draw, shape ``(D, N)``, natural scale."""
+        mu = inverse_link(self.family, self.linear_predictor(units, intervention_type, intensity))
+        return self.outcome_loc + self.outcome_scale * mu
+
+    def natural_dispersion(self) -> NDArray | None:
+        """Dispersion draws on the outcome's natural scale (gaussian sigma rescaled)."""
+        if self.dispersion is None:
+            return None
+        if self.family == "gaussian":
+            return self.dispersion * self.outcome_scale
+        return self.dispersion
+
+    @classmethod
+    def from_ground_truth(
+        cls,
+        truth: object,
+        brand: str,
+        *,
+        n_draws: int = 1000,
+        effect_sd: float = 0.0,
+        random_seed: int | None = 0,
+    ) -> TwinPosterior:
+        """A "posterior" centred on a synthetic ground truth, for tests and examples.
+
+        Every draw equals the true parameters, except the effects ``tau``, which get
+        independent normal noise of sd ``effect_sd`` per draw (0: a point mass at the
+        truth). Nothing is fitted.
+
+        Parameters
+        ----------
+        truth : GroundTruth
+            From :func:`bayestwin.synthetic.generate_synthetic_twin_data`.
+        brand : str
+            Which brand's parameters to use.
+        n_draws : int
+            Number of draws ``D``.
+        effect_sd : float
+            Spread of the ``tau`` draws around the truth.
+        random_seed : int, optional
+            Seed of that spread.
+        """
+        from bayestwin.synthetic import GroundTruth
+
+        if not isinstance(truth, GroundTruth):
+            raise TypeError("truth must be a bayestwin.synthetic.GroundTruth")
+        bt = truth.brands[brand]
+        rng = np.random.default_rng(random_seed)
+        encoder = FeatureEncoder(
+            numeric=truth.numeric_features,
+            loc=truth.numeric_loc,
+            scale=truth.numeric_scale,
+            categorical=dict(truth.categorical_features),
+            segments=truth.segments,
+        )
+        beta = np.concatenate(
+            [bt.beta, *(bt.cat_effects[c][1:] for c in truth.categorical_features)]
+        )
+        pn = len(truth.numeric_features)
+        gamma = np.zeros((len(truth.intervention_types), pn))
+        gamma[:, : truth.n_interacting] = bt.gamma
+        tau = bt.tau[None] + effect_sd * rng.standard_normal((n_draws, *bt.tau.shape))
+        disp = None
+        if truth.dispersion is not None:
+            disp = np.full(n_draws, float(truth.dispersion))
+        return cls(
+            family=truth.family,
+            encoder=encoder,
+            intervention_types=truth.intervention_types,
+            intercept=np.tile(bt.intercept, (n_draws, 1)),
+            beta=np.tile(beta, (n_draws, 1)),
+            tau=tau,
+            gamma=np.tile(gamma, (n_draws, 1, 1)),
+            dose_rate=np.full(n_draws, truth.dose_rate),
+            dispersion=disp,
+            outcome_loc=0.0,
+            outcome_scale=truth.outcome_scale,
+        )
