@@ -1,0 +1,122 @@
+"""The fitted twin model: posterior, population, diagnostics and provenance.
+
+:class:`FittedTwinModel` is immutable. :class:`bayestwin.generator.TwinGenerator`
+creates it; the simulation engine reads it; :mod:`bayestwin.store` saves it. It holds
+no PyMC objects, so everything downstream of fitting works without PyMC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from bayestwin.posterior import TwinPosterior
+from bayestwin.vocabulary import TwinType
+
+__all__ = ["Diagnostics", "FittedTwinModel", "ModelNotUsableError"]
+
+
+class ModelNotUsableError(RuntimeError):
+    """The model failed its diagnostics (or is not fitted) and may not serve."""
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Convergence diagnostics of a fit and the gate's verdict.
+
+    Attributes
+    ----------
+    max_r_hat, min_ess_bulk, min_ess_tail : float
+        Worst values over all model parameters.
+    divergences : int
+        Divergent transitions after tuning, all chains.
+    min_bfmi : float
+        Lowest energy BFMI over chains.
+    passed : bool
+        Whether every threshold holds.
+    reasons : list of str
+        One line per failed check (empty when ``passed``).
+    """
+
+    max_r_hat: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    divergences: int
+    min_bfmi: float
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready representation."""
+        return {
+            "max_r_hat": self.max_r_hat,
+            "min_ess_bulk": self.min_ess_bulk,
+            "min_ess_tail": self.min_ess_tail,
+            "divergences": self.divergences,
+            "min_bfmi": self.min_bfmi,
+            "passed": self.passed,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class FittedTwinModel:
+    """A fitted twin model for one (brand, twin type).
+
+    Attributes
+    ----------
+    brand : str
+        Brand the model was fitted on.
+    twin_type : TwinType
+        Kind of twin.
+    posterior : TwinPosterior
+        Posterior draws as arrays.
+    population : DataFrame
+        One row per unit (``unit_id`` plus the encoder's raw columns), at its latest
+        period: who twins are drawn from.
+    diagnostics : Diagnostics
+        Convergence diagnostics and the gate's verdict.
+    model_id : str
+        Hash of the spec and the package version.
+    spec : dict
+        The model spec (JSON-ready).
+    provenance : dict
+        Package versions, training-data hash, seed, fit time, sampler.
+    trace : object, optional
+        The full ``xarray.DataTree`` of the fit, when kept.
+    override_diagnostics : bool
+        When True the model may serve even though its diagnostics failed.
+    """
+
+    brand: str
+    twin_type: TwinType
+    posterior: TwinPosterior
+    population: pd.DataFrame
+    diagnostics: Diagnostics
+    model_id: str
+    spec: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    trace: Any = None
+    override_diagnostics: bool = False
+
+    @property
+    def fit_for_use(self) -> bool:
+        """Whether the model may serve simulations (diagnostics passed or overridden)."""
+        return self.diagnostics.passed or self.override_diagnostics
+
+    def require_usable(self) -> None:
+        """Raise :class:`ModelNotUsableError` unless :attr:`fit_for_use`."""
+        if not self.fit_for_use:
+            reasons = "; ".join(self.diagnostics.reasons) or "diagnostics failed"
+            raise ModelNotUsableError(
+                f"model {self.model_id} ({self.brand}/{self.twin_type.value}) failed its "
+                f"diagnostics and is not fit for use: {reasons}. Refit with more draws, or "
+                "pass override_diagnostics=True to use it anyway."
+            )
+
+    @property
+    def outcome_family(self) -> str:
+        """The outcome family."""
+        return self.posterior.family
