@@ -1,0 +1,241 @@
+"""Engines, sessions and schema upgrades for the twin tables.
+
+Nothing here runs at import time: engines are built by :func:`make_engine` from a URL,
+or from the settings (``database_url``, overridable with ``BAYESTWIN_DATABASE_URL``),
+whose default is a SQLite file ``bayestwin.db`` in the data directory.
+
+* SQLite: the parent directory is created; every connection turns on foreign keys,
+  write-ahead logging and a busy timeout. Transactions begin with ``BEGIN``, or with
+  ``BEGIN IMMEDIATE`` on a connection whose execution option ``sqlite_begin`` is
+  ``"IMMEDIATE"`` (what :func:`session_factory` does for writers), so that concurrent
+  writers queue on the lock instead of failing midway.
+* PostgreSQL: through psycopg 3; ``postgresql://`` URLs get the ``+psycopg`` driver.
+
+:func:`upgrade` brings a database to the current schema: on PostgreSQL it applies
+``migrations/*.sql`` in name order (each file is idempotent); on SQLite it runs
+``metadata.create_all``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from bayestwin.config import Settings, load_settings
+from bayestwin.store.tables import metadata
+
+__all__ = [
+    "database_url",
+    "make_engine",
+    "migration_files",
+    "session_factory",
+    "upgrade",
+]
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""Seconds a SQLite connection waits for a lock before it gives up."""
+
+# Serialises concurrent upgrades of one PostgreSQL database (any constant works).
+_UPGRADE_LOCK_KEY = 0x62617965_73747769  # "bayestwi"
+
+
+def database_url(settings: Settings | None = None) -> str:
+    """Return the database URL from the settings.
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Settings to read; :func:`bayestwin.config.load_settings` when omitted (so
+        ``BAYESTWIN_DATABASE_URL`` applies).
+
+    Returns
+    -------
+    str
+        The configured URL, else ``sqlite:///<data_dir>/bayestwin.db``.
+    """
+    settings = settings if settings is not None else load_settings()
+    return settings.resolved_database_url()
+
+
+def _normalise_url(url: str | URL) -> URL:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
+    """Create an engine for the twin tables.
+
+    Parameters
+    ----------
+    url : str or URL, optional
+        SQLAlchemy URL. Defaults to :func:`database_url`. ``postgresql://`` means
+        psycopg 3.
+    **kwargs
+        Passed to :func:`sqlalchemy.create_engine`.
+
+    Returns
+    -------
+    Engine
+        For SQLite, with foreign keys, WAL and explicit transaction control on.
+
+    Raises
+    ------
+    ValueError
+        If the URL names a backend other than SQLite or PostgreSQL.
+    """
+    parsed = _normalise_url(url if url is not None else database_url())
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        kwargs.setdefault("pool_pre_ping", True)
+        return sa.create_engine(parsed, **kwargs)
+    if backend != "sqlite":
+        raise ValueError(
+            f"unsupported database backend {backend!r} in {parsed.render_as_string()!r}: "
+            "use sqlite:///path/to/file.db or postgresql+psycopg://..."
+        )
+    in_memory = parsed.database in (None, "", ":memory:")
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+    if in_memory:
+        # One shared connection, so every thread sees the same in-memory database.
+        connect_args.setdefault("check_same_thread", False)
+        kwargs.setdefault("poolclass", StaticPool)
+    else:
+        Path(str(parsed.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+    _configure_sqlite(engine, wal=not in_memory)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        # Take BEGIN away from the sqlite3 module; _on_begin emits it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        if wal:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
+            raise ValueError(f"sqlite_begin must be DEFERRED, IMMEDIATE or EXCLUSIVE, not {mode!r}")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def session_factory(
+    engine: Engine, *, mode: Literal["read", "write"] = "write"
+) -> sessionmaker[Session]:
+    """Return a session factory whose sessions keep loaded values after commit.
+
+    Parameters
+    ----------
+    engine : Engine
+        Engine from :func:`make_engine`.
+    mode : {"write", "read"}
+        ``"write"`` sessions take SQLite's write lock when they begin
+        (``BEGIN IMMEDIATE``), so a read-then-write transaction never fails on a lock
+        upgrade; ``"read"`` sessions begin deferred. No effect on PostgreSQL.
+
+    Returns
+    -------
+    sessionmaker
+        Factory with ``expire_on_commit=False``.
+    """
+    bind = engine
+    if mode == "write" and engine.dialect.name == "sqlite":
+        bind = engine.execution_options(sqlite_begin="IMMEDIATE")
+    return sessionmaker(bind=bind, expire_on_commit=False)
+
+
+def migration_files(directory: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Return the SQL migrations in the order they apply.
+
+    Parameters
+    ----------
+    directory : path-like, optional
+        Folder of ``*.sql`` files. Defaults to ``migrations/`` of the source tree, else
+        the copy packaged as ``bayestwin/_migrations``.
+
+    Returns
+    -------
+    list of Path
+        ``*.sql`` files sorted by name.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder does not exist or holds no ``*.sql`` file.
+    """
+    if directory is not None:
+        folder = Path(directory)
+    else:
+        package = Path(__file__).resolve().parent.parent
+        folder = package.parent / "migrations"
+        if not folder.is_dir():
+            folder = package / "_migrations"
+    files = sorted(folder.glob("*.sql")) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no SQL migrations (*.sql) found in {folder}")
+    return files
+
+
+def upgrade(
+    url: str | URL | Engine | None = None,
+    *,
+    migrations_dir: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """Bring a database to the current twin schema; safe to run again.
+
+    Parameters
+    ----------
+    url : str, URL or Engine, optional
+        Database to upgrade. Defaults to :func:`database_url`.
+    migrations_dir : path-like, optional
+        Folder of SQL migrations for PostgreSQL (see :func:`migration_files`).
+
+    Returns
+    -------
+    list of str
+        What was applied: the migration file names on PostgreSQL, ``["create_all"]``
+        on SQLite.
+
+    Raises
+    ------
+    ValueError
+        If the backend is neither SQLite nor PostgreSQL.
+    """
+    engine = url if isinstance(url, Engine) else make_engine(url)
+    try:
+        backend = engine.dialect.name
+        if backend == "sqlite":
+            metadata.create_all(engine)
+            return ["create_all"]
+        if backend != "postgresql":
+            raise ValueError(f"cannot upgrade a {backend!r} database: use SQLite or PostgreSQL")
+        files = migration_files(migrations_dir)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_UPGRADE_LOCK_KEY})")
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            for path in files:
+                # psycopg sends a statement without parameters as a simple query, so one
+                # call runs the whole file, DO blocks included.
+                raw.execute(path.read_text(encoding="utf-8"))
+        return [path.name for path in files]
+    finally:
+        if engine is not url:
+            engine.dispose()
