@@ -68,9 +68,12 @@ def inverse_link(family: str, eta: ArrayLike, out: NDArray[np.floating] | None =
     """
     check_family(family)
     eta_arr = np.asarray(eta)
+    if out is None and not np.issubdtype(eta_arr.dtype, np.floating):
+        eta_arr = eta_arr.astype(np.float64)
     if family == "bernoulli":
         res = np.negative(eta_arr, out=out)
-        np.exp(res, out=res)
+        with np.errstate(over="ignore"):  # exp(-eta) = inf gives the exact limit mu = 0
+            np.exp(res, out=res)
         res += 1.0
         np.reciprocal(res, out=res)
         return res

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -56,7 +56,8 @@ def utcnow() -> datetime:
 
 
 class _Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid", from_attributes=True)
+    # JSON has no NaN or infinity: refusing them keeps every schema round-trippable.
+    model_config = ConfigDict(extra="forbid", from_attributes=True, allow_inf_nan=False)
 
 
 class NumericRange(_Schema):
@@ -160,7 +161,9 @@ class DosePoint(_Schema):
 class EffectPrior(_Schema):
     """Compact summary of the effect that a power step can take in as its prior."""
 
-    scale: str = Field("absolute", description='"absolute" (outcome units) or "relative".')
+    scale: Literal["absolute", "relative"] = Field(
+        "absolute", description='"absolute" (outcome units) or "relative".'
+    )
     mean: float
     sd: float = Field(..., ge=0.0)
     quantiles: dict[str, float] = Field(
@@ -290,9 +293,9 @@ class ExperimentOutcome(_Schema):
     def _has_uncertainty(self) -> Self:
         if self.actual_se is None and (self.ci_lower is None or self.ci_upper is None):
             raise ValueError("give actual_se, or both ci_lower and ci_upper")
-        if self.ci_lower is not None and self.ci_upper is not None:
-            if self.ci_lower > self.ci_upper:
-                raise ValueError("ci_lower must be <= ci_upper")
+        lo, hi = self.ci_lower, self.ci_upper
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"ci_lower ({lo}) must be <= ci_upper ({hi})")
         return self
 
 

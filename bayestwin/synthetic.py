@@ -30,14 +30,16 @@ columns (str), ``intervention_type`` (str, ``""`` when untreated), ``intensity``
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from scipy import special
 
-from bayestwin.families import Family, check_family, inverse_link
+from bayestwin.families import FAMILIES, Family, check_family, inverse_link
 from bayestwin.vocabulary import TwinType
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "TrueEffect",
     "dose_response",
     "generate_synthetic_twin_data",
+    "main",
 ]
 
 DEFAULT_FAMILY: dict[TwinType, Family] = {
@@ -64,40 +67,80 @@ _INTERVENTIONS: dict[TwinType, tuple[str, ...]] = {
 
 _SEGMENTS: dict[TwinType, tuple[str, ...]] = {
     TwinType.HCP: (
-        "cardiology", "oncology", "primary_care", "neurology", "endocrinology",
-        "rheumatology", "dermatology", "psychiatry", "pulmonology", "nephrology",
-        "gastroenterology", "urology",
+        "cardiology",
+        "oncology",
+        "primary_care",
+        "neurology",
+        "endocrinology",
+        "rheumatology",
+        "dermatology",
+        "psychiatry",
+        "pulmonology",
+        "nephrology",
+        "gastroenterology",
+        "urology",
     ),
     TwinType.PATIENT: (
-        "newly_diagnosed", "stable_maintenance", "switcher", "lapsed", "high_risk",
-        "elderly", "pediatric", "comorbid", "rural", "specialty_care",
-        "treatment_naive", "refractory",
+        "newly_diagnosed",
+        "stable_maintenance",
+        "switcher",
+        "lapsed",
+        "high_risk",
+        "elderly",
+        "pediatric",
+        "comorbid",
+        "rural",
+        "specialty_care",
+        "treatment_naive",
+        "refractory",
     ),
     TwinType.TERRITORY: (
-        "northeast", "southeast", "midwest", "southwest", "west", "northwest",
-        "mountain", "gulf", "mid_atlantic", "great_lakes", "plains", "pacific",
+        "northeast",
+        "southeast",
+        "midwest",
+        "southwest",
+        "west",
+        "northwest",
+        "mountain",
+        "gulf",
+        "mid_atlantic",
+        "great_lakes",
+        "plains",
+        "pacific",
     ),
 }
 
 # (name, location, scale) of the numeric features, per twin type.
 _NUMERIC: dict[TwinType, tuple[tuple[str, float, float], ...]] = {
     TwinType.HCP: (
-        ("years_in_practice", 18.0, 8.0), ("patient_volume", 120.0, 35.0),
-        ("digital_engagement", 0.5, 0.2), ("prior_rx_rate", 0.3, 0.1),
-        ("call_history", 6.0, 2.5), ("sample_requests", 4.0, 1.5),
-        ("formulary_access", 0.6, 0.15), ("peer_influence", 0.0, 1.0),
+        ("years_in_practice", 18.0, 8.0),
+        ("patient_volume", 120.0, 35.0),
+        ("digital_engagement", 0.5, 0.2),
+        ("prior_rx_rate", 0.3, 0.1),
+        ("call_history", 6.0, 2.5),
+        ("sample_requests", 4.0, 1.5),
+        ("formulary_access", 0.6, 0.15),
+        ("peer_influence", 0.0, 1.0),
     ),
     TwinType.PATIENT: (
-        ("age", 58.0, 13.0), ("comorbidity_index", 2.0, 1.2),
-        ("prior_adherence", 0.7, 0.15), ("visits_last_year", 5.0, 2.0),
-        ("out_of_pocket_cost", 40.0, 15.0), ("disease_severity", 0.0, 1.0),
-        ("days_since_diagnosis", 700.0, 300.0), ("refill_gap_days", 8.0, 4.0),
+        ("age", 58.0, 13.0),
+        ("comorbidity_index", 2.0, 1.2),
+        ("prior_adherence", 0.7, 0.15),
+        ("visits_last_year", 5.0, 2.0),
+        ("out_of_pocket_cost", 40.0, 15.0),
+        ("disease_severity", 0.0, 1.0),
+        ("days_since_diagnosis", 700.0, 300.0),
+        ("refill_gap_days", 8.0, 4.0),
     ),
     TwinType.TERRITORY: (
-        ("population_density", 800.0, 300.0), ("market_potential", 1.0, 0.3),
-        ("competitor_share", 0.4, 0.1), ("rep_coverage", 0.8, 0.1),
-        ("payer_mix_commercial", 0.55, 0.1), ("historical_growth", 0.02, 0.03),
-        ("account_count", 60.0, 20.0), ("access_score", 0.0, 1.0),
+        ("population_density", 800.0, 300.0),
+        ("market_potential", 1.0, 0.3),
+        ("competitor_share", 0.4, 0.1),
+        ("rep_coverage", 0.8, 0.1),
+        ("payer_mix_commercial", 0.55, 0.1),
+        ("historical_growth", 0.02, 0.03),
+        ("account_count", 60.0, 20.0),
+        ("access_score", 0.0, 1.0),
     ),
 }
 
@@ -148,6 +191,8 @@ def dose_response(intensity: NDArray | float, rate: float) -> NDArray:
     ndarray
         ``g(s)``, with ``g(0) = 0`` and ``g(1) = 1``.
     """
+    if not rate > 0:
+        raise ValueError(f"rate must be > 0, got {rate}")
     s = np.asarray(intensity, dtype=float)
     return np.expm1(-rate * s) / np.expm1(-rate)
 
@@ -224,7 +269,13 @@ class GroundTruth:
         intervention_type : str or None
             Intervention applied to every unit; ``None`` (or ``""``) for control.
         intensity : float or array
-            Intensity of the intervention, per unit or shared.
+            Intensity of the intervention (>= 0), per unit or shared.
+
+        Raises
+        ------
+        ValueError
+            If a brand, segment, categorical level or intervention type is unknown to
+            the ground truth, or an intensity is negative or not finite.
         """
         z = self._z(units)
         seg_idx = pd.Categorical(units["segment"], categories=self.segments).codes
@@ -232,9 +283,12 @@ class GroundTruth:
             raise ValueError("units contain a segment unknown to the ground truth")
         eta = np.zeros(len(units))
         brands = units["brand"].to_numpy()
-        treated = bool(intervention_type)
-        k = self._type_index(intervention_type) if treated else -1
-        g = dose_response(np.broadcast_to(np.asarray(intensity, float), (len(units),)), self.dose_rate)
+        k = self._type_index(intervention_type) if intervention_type else -1
+        treated = k >= 0
+        s = np.broadcast_to(np.asarray(intensity, float), (len(units),))
+        if not (np.isfinite(s).all() and (s >= 0).all()):
+            raise ValueError("intensity must be finite and >= 0")
+        g = dose_response(s, self.dose_rate)
         for brand in np.unique(brands):
             if brand not in self.brands:
                 raise ValueError(f"unknown brand {brand!r}; known: {', '.join(self.brands)}")
@@ -243,6 +297,11 @@ class GroundTruth:
             e = bt.intercept[seg_idx[m]] + z[m] @ bt.beta
             for col, levels in self.categorical_features.items():
                 codes = pd.Categorical(units.loc[m, col], categories=levels).codes
+                if (codes < 0).any():
+                    raise ValueError(
+                        f"units contain a {col!r} level unknown to the ground truth; "
+                        f"known: {', '.join(levels)}"
+                    )
                 e = e + bt.cat_effects[col][codes]
             if treated:
                 het = bt.tau[k, seg_idx[m]] + z[m, : self.n_interacting] @ bt.gamma[k]
@@ -332,7 +391,11 @@ class GroundTruth:
             self.expected_outcome(sample, None),
         )
         return pd.DataFrame(
-            {"unit_id": sample["unit_id"].to_numpy(), "arm": arm, "outcome": self.sample_outcomes(mu, rng)}
+            {
+                "unit_id": sample["unit_id"].to_numpy(),
+                "arm": arm,
+                "outcome": self.sample_outcomes(mu, rng),
+            }
         )
 
 
@@ -360,8 +423,14 @@ class SyntheticTwinData:
 
 
 def _validate_args(
-    n_units: int, n_periods: int, n_segments: int, n_numeric: int, n_categorical: int,
-    n_types: int, treated_fraction: float, tt: TwinType,
+    n_units: int,
+    n_periods: int,
+    n_segments: int,
+    n_numeric: int,
+    n_categorical: int,
+    n_types: int,
+    treated_fraction: float,
+    tt: TwinType,
 ) -> None:
     if n_units < 1:
         raise ValueError(f"n_units must be >= 1, got {n_units}")
@@ -464,8 +533,14 @@ def generate_synthetic_twin_data(
     tt = TwinType(twin_type)
     fam: Family = check_family(family) if family is not None else DEFAULT_FAMILY[tt]
     _validate_args(
-        n_units, n_periods, n_segments, n_numeric, n_categorical, n_intervention_types,
-        treated_fraction, tt,
+        n_units,
+        n_periods,
+        n_segments,
+        n_numeric,
+        n_categorical,
+        n_intervention_types,
+        treated_fraction,
+        tt,
     )
     if dose_rate <= 0:
         raise ValueError(f"dose_rate must be > 0, got {dose_rate}")
@@ -473,8 +548,12 @@ def generate_synthetic_twin_data(
         raise ValueError(f"n_interacting must be in [0, n_numeric={n_numeric}]")
     if confounding < 0:
         raise ValueError(f"confounding must be >= 0, got {confounding}")
-    if not brands:
-        raise ValueError("brands must name at least one brand")
+    if isinstance(brands, str) or not brands:
+        raise ValueError("brands must be a non-empty sequence of brand names")
+    if len(set(brands)) != len(brands):
+        raise ValueError(f"brands must be distinct, got {list(brands)}")
+    if dispersion is not None and not dispersion > 0:
+        raise ValueError(f"dispersion must be > 0, got {dispersion}")
     rng = np.random.default_rng(random_seed)
 
     segments = _SEGMENTS[tt][:n_segments]
@@ -498,7 +577,9 @@ def generate_synthetic_twin_data(
             raise ValueError(f"effect_means needs {n_intervention_types} values")
     if dispersion is None:
         dispersion = {"neg_binomial": 5.0, "gaussian": 0.25}.get(fam)
-    weights = np.ones(n_intervention_types) if type_weights is None else np.asarray(type_weights, float)
+    weights = (
+        np.ones(n_intervention_types) if type_weights is None else np.asarray(type_weights, float)
+    )
     if weights.shape != (n_intervention_types,) or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError("type_weights must hold one non-negative weight per intervention type")
     weights = weights / weights.sum()
@@ -507,7 +588,9 @@ def generate_synthetic_twin_data(
     coef_sd = 0.25
     truths: dict[str, BrandTruth] = {}
     frames: list[pd.DataFrame] = []
-    corr = np.full((n_numeric, n_numeric), feature_correlation) + (1 - feature_correlation) * np.eye(n_numeric)
+    corr = np.full((n_numeric, n_numeric), feature_correlation) + (
+        1 - feature_correlation
+    ) * np.eye(n_numeric)
     chol = np.linalg.cholesky(corr)
     for b_i, brand in enumerate(brands):
         intercept = base + rng.normal(0.0, 0.1) + rng.normal(0.0, 0.3, n_segments)
@@ -516,7 +599,9 @@ def generate_synthetic_twin_data(
             col: np.concatenate([[0.0], rng.normal(0.0, coef_sd, len(levels) - 1)])
             for col, levels in cats.items()
         }
-        tau = means[:, None] + rng.normal(0.0, effect_segment_sd, (n_intervention_types, n_segments))
+        tau = means[:, None] + rng.normal(
+            0.0, effect_segment_sd, (n_intervention_types, n_segments)
+        )
         gamma = rng.normal(0.0, interaction_sd, (n_intervention_types, n_interacting))
         if fam == "gaussian":
             # keep gaussian coefficients a fraction of the intercept's scale
@@ -569,10 +654,12 @@ def generate_synthetic_twin_data(
     for units in frames:
         n = len(units)
         eta0 = truth.linear_predictor(units, None)
-        logit_p = np.log(treated_fraction / (1 - treated_fraction)) if treated_fraction > 0 else -np.inf
+        logit_p = (
+            np.log(treated_fraction / (1 - treated_fraction)) if treated_fraction > 0 else -np.inf
+        )
         if confounding > 0 and np.std(eta0) > 0:
             logit_p = logit_p + confounding * (eta0 - eta0.mean()) / eta0.std()
-        p_treat = 1.0 / (1.0 + np.exp(-logit_p)) * np.ones(n)
+        p_treat = special.expit(logit_p) * np.ones(n)
         treated = rng.random(n) < p_treat
         k_idx = rng.choice(n_intervention_types, size=n, p=weights)
         itype = np.where(treated, np.asarray(types, dtype=object)[k_idx], "")
@@ -604,3 +691,63 @@ def generate_synthetic_twin_data(
         numeric_features=list(num_names),
         categorical_features=list(cats),
     )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the true effects of a synthetic history: ``python -m bayestwin.synthetic``.
+
+    For every brand and intervention type: the true control mean, ATE and lift on the
+    brand's units at intensity 1, and the ATE that a randomised experiment run on them
+    (``--n-per-arm`` units per arm) observes.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Command-line arguments (default ``sys.argv[1:]``); ``--help`` lists them.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m bayestwin.synthetic",
+        description="Draw a synthetic twin history and print its true intervention effects.",
+    )
+    parser.add_argument("--twin-type", choices=[t.value for t in TwinType], default="hcp")
+    parser.add_argument("--family", choices=FAMILIES, default=None)
+    parser.add_argument("--n-units", type=int, default=1000, help="units per brand")
+    parser.add_argument("--n-per-arm", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    sd = generate_synthetic_twin_data(
+        args.twin_type, n_units=args.n_units, family=args.family, random_seed=args.seed
+    )
+    truth = sd.truth
+    rows = []
+    for b_i, brand in enumerate(truth.brands):
+        units = sd.population(brand)
+        for k_i, kind in enumerate(truth.intervention_types):
+            effect = truth.ate(units, kind)
+            trial = truth.run_experiment(
+                units,
+                kind,
+                n_per_arm=args.n_per_arm,
+                random_seed=np.random.default_rng([args.seed, b_i, k_i]),
+            )
+            arm_means = trial.groupby("arm")["outcome"].mean()
+            rows.append(
+                {
+                    "brand": brand,
+                    "intervention_type": kind,
+                    "control_mean": effect.control_mean,
+                    "true_ate": effect.ate,
+                    "true_lift": effect.relative,
+                    "experiment_ate": arm_means["treatment"] - arm_means["control"],
+                }
+            )
+    print(
+        f"Synthetic {truth.twin_type.value} history: {len(sd.data)} rows, "
+        f"{sd.data['unit_id'].nunique()} units, {truth.family} outcome, seed {args.seed}."
+    )
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+if __name__ == "__main__":
+    main()

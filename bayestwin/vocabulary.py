@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["FidelityGrade", "Recommendation", "SimulationStatus", "TwinType"]
+__all__ = ["VOCABULARY", "FidelityGrade", "Recommendation", "SimulationStatus", "TwinType"]
 
 
 class TwinType(StrEnum):
@@ -44,3 +44,12 @@ class FidelityGrade(StrEnum):
     FAIR = "fair"
     POOR = "poor"
     UNVALIDATED = "unvalidated"
+
+
+VOCABULARY: dict[str, type[StrEnum]] = {
+    "twin_types": TwinType,
+    "simulation_statuses": SimulationStatus,
+    "simulation_recommendations": Recommendation,
+    "fidelity_grades": FidelityGrade,
+}
+"""Each list of ``config/domain_vocabulary.yaml``, by its key, and the enum that mirrors it."""
