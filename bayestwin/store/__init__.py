@@ -10,3 +10,43 @@ simulation, power, fidelity) nor from the faces (tools, api, cli).
 * :mod:`bayestwin.store.repository`: :class:`TwinRepository`, the service layer that
   owns transactions and returns pydantic objects.
 """
+
+from bayestwin.store.db import (
+    database_url,
+    make_engine,
+    session_factory,
+    temporary_database,
+    upgrade,
+)
+from bayestwin.store.repository import (
+    AlreadyExistsError,
+    InvalidStateError,
+    NoActiveModelError,
+    NotFoundError,
+    Page,
+    SimilarSimulation,
+    SimulationRun,
+    StoreError,
+    TwinRepository,
+    config_distance,
+    request_hash,
+)
+
+__all__ = [
+    "AlreadyExistsError",
+    "InvalidStateError",
+    "NoActiveModelError",
+    "NotFoundError",
+    "Page",
+    "SimilarSimulation",
+    "SimulationRun",
+    "StoreError",
+    "TwinRepository",
+    "config_distance",
+    "database_url",
+    "make_engine",
+    "request_hash",
+    "session_factory",
+    "temporary_database",
+    "upgrade",
+]

@@ -19,6 +19,10 @@ whose default is a SQLite file ``bayestwin.db`` in the data directory.
 from __future__ import annotations
 
 import os
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from bayestwin.config import Settings, load_settings
 from bayestwin.store.tables import metadata
@@ -36,6 +40,7 @@ __all__ = [
     "make_engine",
     "migration_files",
     "session_factory",
+    "temporary_database",
     "upgrade",
 ]
 
@@ -239,3 +244,44 @@ def upgrade(
     finally:
         if engine is not url:
             engine.dispose()
+
+
+@contextmanager
+def temporary_database(url: str | URL, *, prefix: str = "bayestwin_test_") -> Iterator[URL]:
+    """Create a scratch PostgreSQL database and drop it afterwards.
+
+    Parameters
+    ----------
+    url : str or URL
+        URL of an existing database on the server; the scratch database is created
+        from a connection to it.
+    prefix : str
+        Name prefix (lower-case letters, digits and ``_``); a random suffix follows.
+
+    Yields
+    ------
+    URL
+        URL of the new, empty database (same server and credentials).
+
+    Raises
+    ------
+    ValueError
+        If ``url`` is not a PostgreSQL URL or ``prefix`` is not a plain identifier.
+    """
+    base = _normalise_url(url)
+    if base.get_backend_name() != "postgresql":
+        raise ValueError(f"temporary_database needs a PostgreSQL URL, got {base.drivername!r}")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", prefix):
+        raise ValueError(f"prefix must be a lower-case identifier, got {prefix!r}")
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield base.set(database=name)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
