@@ -904,7 +904,9 @@ def wilson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float,
     denom = 1.0 + z**2 / n
     centre = (p + z**2 / (2.0 * n)) / denom
     half = z * math.sqrt(p * (1.0 - p) / n + z**2 / (4.0 * n**2)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lower = 0.0 if hits == 0 else max(0.0, centre - half)
+    upper = 1.0 if hits == n else min(1.0, centre + half)
+    return lower, upper
 
 
 def retrospective_cusum(values: ArrayLike) -> tuple[float, float, int | None]:
