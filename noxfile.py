@@ -1,0 +1,31 @@
+"""Nox sessions. ``nox`` runs the tests; ``nox -s lint`` checks style and types."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests"]
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.12"
+PASS_THROUGH_ENV = ("BAYESTWIN_TEST_POSTGRES_URL",)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite on the installed package (pytest options after ``--``)."""
+    session.install(".[test,api,jax]")
+    env = {name: os.environ[name] for name in PASS_THROUGH_ENV if os.environ.get(name)}
+    session.run("pytest", "-n", "2", *session.posargs, env=env)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Check formatting, lint rules and types (ruff, mypy)."""
+    session.install(".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "bayestwin")
