@@ -18,10 +18,12 @@ the sample variance (``ddof=1``, Welch) otherwise. When an outcome gives a CI bu
 simulation's ``ate_draws`` are the posterior of the *population* ATE; a real test
 observes that ATE plus its own sampling noise. The predictive is the normal mixture
 ``(1 / D) sum_d Normal(ate_d, se^2)`` with ``se`` the real test's standard error (the
-reported one by default, or ``sqrt(sd_t^2 / n_t + sd_c^2 / n_c)`` from the simulation's
-predicted outcome sds and the arm sizes). Its CDF, quantiles and intervals are exact
-(no sampling). A simulation without ``ate_draws`` is approximated by a normal posterior
-with sd ``(ci_upper - ci_lower) / (2 z)``.
+reported one by default, or :func:`bayestwin.simulation.observed_ate_se`,
+``sqrt(sd_t^2 / n_t + sd_c^2 / n_c)``, from the simulation's predicted outcome sds and
+the arm sizes). Its CDF, quantiles and intervals are exact (no sampling); the
+simulation module's ``observed_ate_predictive`` draws from the same distribution. A
+simulation without ``ate_draws`` is approximated by a normal posterior with sd
+``sd_ci = (ci_upper - ci_lower) / (2 z)``.
 
 **Prediction error** (:func:`prediction_error`)::
 
@@ -40,8 +42,12 @@ stays finite at a real ATE of exactly zero.
 poor; unvalidated when there is no real result. Each boundary belongs to the worse
 grade except 0.35, which stays fair because the spec calls poor "> 35%".
 
-**Standardised error**: ``(simulated_ate - actual_ate) / sqrt(var(ate_draws) + se^2)``;
-about Normal(0, 1) for a calibrated model.
+**Standardised error**: ``(mean(ate_draws) - actual_ate) / sqrt(var(ate_draws) + se^2)``
+(``var`` with ``ddof=1``): the real result's distance from the predictive mean in
+predictive sds, about Normal(0, 1) for a calibrated model. It uses the posterior *mean*
+rather than ``simulated_ate`` (the engine reports the median), so that a skewed but
+calibrated posterior is not read as biased. Without draws it is
+``(simulated_ate - actual_ate) / sqrt(sd_ci^2 + se^2)``.
 
 **PIT**: the predictive CDF at the real ATE, ``mean_d Phi((actual - ate_d) / se)``. The
 real ATE is inside the central ``p`` predictive interval exactly when
@@ -91,6 +97,7 @@ from scipy import optimize, special, stats
 from bayestwin.config import Settings, load_settings
 from bayestwin.families import check_family
 from bayestwin.schemas import ExperimentOutcome, FidelityResult, SimulationResult, utcnow
+from bayestwin.simulation import observed_ate_se
 from bayestwin.vocabulary import FidelityGrade
 
 __all__ = [
@@ -107,7 +114,6 @@ __all__ = [
     "fidelity_warning",
     "grade_prediction_error",
     "model_fidelity_score",
-    "observed_ate_predictive",
     "outcome_from_frame",
     "outcome_standard_error",
     "prediction_error",
@@ -363,53 +369,33 @@ class ATEPredictive:
             raise ValueError(f"level must be in (0, 1), got {level}")
         return (self.quantile(0.5 - level / 2.0), self.quantile(0.5 + level / 2.0))
 
-    def sample(self, size: int, random_seed: int | np.random.Generator | None = None) -> NDArray:
-        """Draw ``size`` observed ATEs from the predictive distribution."""
-        rng = np.random.default_rng(random_seed)
-        idx = rng.integers(0, self.draws.size, size=size)
-        return self.draws[idx] + self.noise_sd * rng.standard_normal(size)
+    @classmethod
+    def for_experiment(
+        cls,
+        ate_draws: ArrayLike,
+        n_treatment: int,
+        n_control: int,
+        sd_control: float,
+        sd_treated: float | None = None,
+    ) -> ATEPredictive:
+        """Predictive of a test with the given arm sizes and per-arm outcome sds.
 
+        The noise sd is :func:`bayestwin.simulation.observed_ate_se`,
+        ``sqrt(sd_treated^2 / n_treatment + sd_control^2 / n_control)``; that module's
+        :func:`~bayestwin.simulation.observed_ate_predictive` samples the same
+        distribution.
 
-def observed_ate_predictive(
-    ate_draws: ArrayLike,
-    *,
-    se: float | None = None,
-    n_treatment: int | None = None,
-    n_control: int | None = None,
-    sd_treated: float | None = None,
-    sd_control: float | None = None,
-) -> ATEPredictive:
-    """Predictive distribution of the ATE a real test would observe.
-
-    Give the real test's standard error ``se``, or its arm sizes with the per-unit
-    outcome sds (then ``se = sqrt(sd_treated^2 / n_treatment + sd_control^2 / n_control)``).
-
-    Parameters
-    ----------
-    ate_draws : array_like
-        Posterior draws of the population ATE.
-    se : float, optional
-        Standard error of the real test's ATE.
-    n_treatment, n_control : int, optional
-        Arm sizes.
-    sd_treated, sd_control : float, optional
-        Predicted outcome sd per unit under treatment and under control.
-
-    Returns
-    -------
-    ATEPredictive
-        The normal mixture.
-    """
-    if se is None:
-        parts = (n_treatment, n_control, sd_treated, sd_control)
-        if any(p is None for p in parts):
-            raise ValueError("give se, or all of n_treatment, n_control, sd_treated, sd_control")
-        assert n_treatment is not None and n_control is not None
-        assert sd_treated is not None and sd_control is not None
-        if n_treatment <= 0 or n_control <= 0:
-            raise ValueError("arm sizes must be > 0")
-        se = math.sqrt(sd_treated**2 / n_treatment + sd_control**2 / n_control)
-    return ATEPredictive(np.asarray(ate_draws, dtype=float), float(se))
+        Parameters
+        ----------
+        ate_draws : array_like
+            Posterior draws of the population ATE.
+        n_treatment, n_control : int
+            Arm sizes.
+        sd_control, sd_treated : float
+            Outcome sd per unit in each arm (``sd_treated`` defaults to ``sd_control``).
+        """
+        se = float(observed_ate_se(n_treatment, n_control, sd_control, sd_treated))
+        return cls(np.asarray(ate_draws, dtype=float), se)
 
 
 def _posterior_draws(simulation: SimulationResult) -> tuple[NDArray[np.float64], float]:
@@ -715,7 +701,7 @@ class FidelityTracker:
             raise ValueError(
                 "noise='model' needs the simulation's outcome_sd_treated and outcome_sd_control"
             )
-        return math.sqrt(sd_t**2 / outcome.n_treatment + sd_c**2 / outcome.n_control)
+        return float(observed_ate_se(outcome.n_treatment, outcome.n_control, sd_c, sd_t))
 
     def validate(
         self,
@@ -788,7 +774,7 @@ class FidelityTracker:
         draws, extra_sd = _posterior_draws(simulation)
         var_sim = float(draws.var(ddof=1)) if draws.size > 1 else extra_sd**2
         denom = math.sqrt(var_sim + self.sampling_se(simulation, outcome) ** 2)
-        z = (sim_ate - real) / denom if denom > 0.0 else None
+        z = (float(draws.mean()) - real) / denom if denom > 0.0 else None
         pit = float(np.clip(pred.pit(real), 0.0, 1.0))
         intervals = {_level_key(lv): pred.interval(lv) for lv in self.levels}
         hits = {k: bool(lo <= real <= hi) for k, (lo, hi) in intervals.items()}

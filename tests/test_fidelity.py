@@ -29,7 +29,6 @@ from bayestwin.fidelity import (
     fidelity_warning,
     grade_prediction_error,
     model_fidelity_score,
-    observed_ate_predictive,
     outcome_from_frame,
     outcome_standard_error,
     prediction_error,
@@ -37,8 +36,10 @@ from bayestwin.fidelity import (
     validation_score,
     wilson_interval,
 )
+from bayestwin.model import Diagnostics, FittedTwinModel
 from bayestwin.posterior import TwinPosterior
 from bayestwin.schemas import ExperimentOutcome, FidelityResult, SimulationResult
+from bayestwin.simulation import SimulationEngine, observed_ate_predictive
 from bayestwin.synthetic import generate_synthetic_twin_data
 from bayestwin.vocabulary import FidelityGrade
 
@@ -337,7 +338,7 @@ def test_predictive_mixture_of_normal_draws_is_normal():
     # draws from N(m, s) plus noise sd: N(m, s^2 + noise^2) up to Monte Carlo error
     m, s, noise = 0.05, 0.02, 0.015
     draws = np.random.default_rng(1).normal(m, s, 20_000)
-    pred = observed_ate_predictive(draws, se=noise)
+    pred = ATEPredictive(draws, noise)
     sd = math.hypot(s, noise)
     for level in (0.5, 0.8, 0.95):
         lo, hi = pred.interval(level)
@@ -354,23 +355,26 @@ def test_predictive_without_noise_is_empirical():
 
 
 def test_predictive_from_arm_sizes():
-    pred = observed_ate_predictive(
-        [0.0], n_treatment=400, n_control=100, sd_treated=2.0, sd_control=1.0
-    )
+    pred = ATEPredictive.for_experiment([0.0], 400, 100, sd_control=1.0, sd_treated=2.0)
     assert pred.noise_sd == pytest.approx(math.sqrt(4 / 400 + 1 / 100))
-    with pytest.raises(ValueError, match="give se"):
-        observed_ate_predictive([0.0], n_treatment=10)
+    with pytest.raises(ValueError, match="arm sizes"):
+        ATEPredictive.for_experiment([0.0], 0, 100, sd_control=1.0)
     with pytest.raises(ValueError, match="noise_sd"):
         ATEPredictive(np.array([0.0]), -1.0)
     with pytest.raises(ValueError, match="non-empty"):
         ATEPredictive(np.array([]), 1.0)
 
 
-def test_predictive_sample_matches_moments():
-    pred = ATEPredictive(np.array([-1.0, 1.0]), 0.5)
-    x = pred.sample(50_000, random_seed=3)
-    assert x.mean() == pytest.approx(0.0, abs=0.02)
-    assert x.var() == pytest.approx(1.25, rel=0.03)
+def test_analytic_predictive_matches_simulation_sampler():
+    # the simulation module samples the same observed-ATE predictive
+    draws = np.random.default_rng(2).gamma(4.0, 0.01, 500)
+    pred = ATEPredictive.for_experiment(draws, 800, 1200, sd_control=0.4, sd_treated=0.45)
+    sampled = observed_ate_predictive(
+        draws, 800, 1200, sd_control=0.4, sd_treated=0.45, random_seed=9, draws_per_ate=20
+    )
+    ks = stats.kstest(sampled, pred.cdf)
+    assert ks.statistic < 0.02  # 10,000 draws: the KS 99% critical value is 0.016
+    assert sampled.var() == pytest.approx(pred.var, rel=0.02)
 
 
 @pytest.mark.parametrize(
@@ -398,9 +402,11 @@ def test_validate_pit_and_coverage_closed_form(tracker, z, inside):
 
 def test_validate_standardized_error_uses_draw_variance(tracker):
     draws = np.array([0.02, 0.04, 0.06, 0.08])
-    res = tracker.validate(make_sim(draws), outcome(0.03, 0.02))
+    # simulated_ate (the engine's median) differs from the mean: z uses the mean
+    res = tracker.validate(make_sim(draws, ate=0.045), outcome(0.03, 0.02))
     expected = (0.05 - 0.03) / math.sqrt(draws.var(ddof=1) + 0.02**2)
     assert res.standardized_error == pytest.approx(expected, rel=1e-12)
+    assert res.prediction_error == pytest.approx(0.015 / 0.03, rel=1e-12)
     pit = np.mean(stats.norm.cdf((0.03 - draws) / 0.02))
     assert res.pit == pytest.approx(pit, abs=1e-14)
 
@@ -720,13 +726,15 @@ def test_plots_render(validation_sets):
 # -- end to end: a calibrated posterior and real experiments from the ground truth ---------
 
 
-def test_end_to_end_predictive_coverage(tracker):
+def test_end_to_end_predictive_coverage(cfg):
     """200 real experiments against a calibrated fake posterior, at a fixed seed.
 
-    The posterior's effects are centred at truth + N(0, s) with spread s, so the true
-    ATE behaves like a posterior draw; each real experiment adds its own sampling
-    noise. The central predictive intervals must cover the real ATE at their nominal
-    rates, within the 99.9% binomial band over 200 experiments.
+    Every replicate centres the posterior's effects at truth + N(0, s) with spread s
+    (so the true effects behave like a posterior draw), simulates with the
+    SimulationEngine, runs a "real" experiment on the ground truth with its sampling
+    noise, and validates. The central predictive intervals must cover the real ATE at
+    their nominal rates, within the 99.9% binomial band over 200 experiments, with the
+    reported SE and with the model's outcome sds as the sampling noise.
     """
     n_rep, s, n_draws = 200, 0.15, 200
     data = generate_synthetic_twin_data(
@@ -735,28 +743,39 @@ def test_end_to_end_predictive_coverage(tracker):
     truth, pop = data.truth, data.population("A")
     k = truth.intervention_types[0]
     base = TwinPosterior.from_ground_truth(truth, "A", n_draws=n_draws, effect_sd=s, random_seed=0)
-    control = base.expected_outcome(pop, None).mean(axis=1)
+    diagnostics = Diagnostics(1.0, 1000.0, 1000.0, 0, 1.0, True)
+    engine = SimulationEngine(cfg)
+    trackers = {"reported": FidelityTracker(cfg), "model": FidelityTracker(cfg, noise="model")}
     rng = np.random.default_rng(11)
-    hits = {"0.5": 0, "0.8": 0, "0.95": 0}
+    hits = {name: dict.fromkeys(("0.5", "0.8", "0.95"), 0) for name in trackers}
     posterior_only = 0
     pits = []
     for rep in range(n_rep):
         offset = s * rng.standard_normal(base.tau.shape[1:])
-        noise = s * rng.standard_normal(base.tau.shape)
-        post = dataclasses.replace(base, tau=truth.brands["A"].tau[None] + offset + noise)
-        ate_draws = post.expected_outcome(pop, k).mean(axis=1) - control
-        sim = make_sim(ate_draws, control_mean=float(control.mean()))
+        spread = s * rng.standard_normal(base.tau.shape)
+        post = dataclasses.replace(base, tau=truth.brands["A"].tau[None] + offset + spread)
+        model = FittedTwinModel(
+            brand="A",
+            twin_type=truth.twin_type,
+            posterior=post,
+            population=pop,
+            diagnostics=diagnostics,
+            model_id="calibrated-fake",
+        )
+        sim = engine.simulate(model, k, twin_count=10_000, random_seed=rep, dose_grid=())
         real = truth.run_experiment(pop, k, n_per_arm=1500, random_seed=1000 + rep)
-        res = tracker.validate(sim, real)
-        for key in hits:
-            hits[key] += res.in_predictive_interval[key]
-        lo, hi = ATEPredictive(ate_draws, 0.0).interval(0.95)
-        posterior_only += lo <= res.actual_ate <= hi
-        pits.append(res.pit)
-    for key, count in hits.items():
-        level = float(key)
-        band = stats.binom.ppf([0.0005, 0.9995], n_rep, level)
-        assert band[0] <= count <= band[1], (key, count, band)
+        for name, tr in trackers.items():
+            res = tr.validate(sim, real)
+            for key in hits[name]:
+                hits[name][key] += res.in_predictive_interval[key]
+            if name == "reported":
+                pits.append(res.pit)
+                lo, hi = ATEPredictive(np.asarray(sim.ate_draws), 0.0).interval(0.95)
+                posterior_only += lo <= res.actual_ate <= hi
+    for name, counts in hits.items():
+        for key, count in counts.items():
+            band = stats.binom.ppf([0.0005, 0.9995], n_rep, float(key))
+            assert band[0] <= count <= band[1], (name, key, count, band)
     assert stats.kstest(pits, "uniform").pvalue > 0.001
     # without the real test's sampling noise the posterior interval under-covers
     assert posterior_only / n_rep < 0.9
