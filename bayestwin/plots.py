@@ -78,8 +78,8 @@ def reliability_diagram(
             ]
         )
         ax.errorbar(levels, cov, yerr=err, fmt="o", color="C1", capsize=3, label="empirical")
-        for lv, c, n in zip(levels, cov, ns, strict=True):
-            ax.annotate(f"n={n}", (lv, c), textcoords="offset points", xytext=(6, -10), fontsize=7)
+        n_text = f"n = {ns[0]}" if np.all(ns == ns[0]) else f"n = {ns.min()} to {ns.max()}"
+        ax.text(0.97, 0.03, n_text, transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("nominal level of the predictive interval")
@@ -126,7 +126,7 @@ def pit_histogram(
         p = 1.0 / n_bins
         lo = stats.binom.ppf((1 - band) / 2, n, p) / (n * p)
         hi = stats.binom.ppf((1 + band) / 2, n, p) / (n * p)
-        ax.axhspan(lo, hi, color="0.5", alpha=0.2, label=f"{band:.0%} band if uniform")
+        ax.axhspan(lo, hi, color="0.5", alpha=0.25, label=f"{band:.0%} band if uniform", zorder=3)
     ax.axhline(1.0, color="0.3", lw=1, ls="--")
     ks = report.pit_ks_p_value
     title = f"PIT histogram (n={n}" + (f", KS p={ks:.2g})" if ks is not None else ")")
@@ -187,22 +187,17 @@ def error_over_time(
             ax.axhline(y, color="0.5", lw=1, ls="--" if y else "-")
         ax.set_ylabel("standardised error (sim - real) / sd")
     else:
-        for y, name in zip(GRADE_BOUNDARIES, ("excellent", "good", "fair"), strict=True):
-            ax.axhline(y, color="0.5", lw=1, ls="--")
-            ax.annotate(
-                name,
-                (0.0, y),
-                xycoords=("axes fraction", "data"),
-                xytext=(2, -9),
-                textcoords="offset points",
-                fontsize=7,
-                color="0.4",
-            )
+        lower = 0.0
+        colours = ("tab:green", "tab:olive", "tab:orange")
+        for upper, name, colour in zip(
+            GRADE_BOUNDARIES, ("excellent", "good", "fair"), colours, strict=True
+        ):
+            ax.axhspan(lower, upper, color=colour, alpha=0.12, lw=0, label=name, zorder=0)
+            lower = upper
         ax.set_ylim(bottom=0.0)
         ax.set_ylabel("relative prediction error")
     ax.set_xlabel("validated at")
-    ax.set_title("Prediction error over time")
-    if series:
-        ax.legend(fontsize=8)
+    ax.set_title(("Standardised" if standardized else "Prediction") + " error over time")
+    ax.legend(fontsize=8, ncols=2)
     ax.figure.autofmt_xdate()
     return ax

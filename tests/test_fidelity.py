@@ -571,7 +571,7 @@ def simulated_validations(kind: str, tracker: FidelityTracker, seed: int = 2024)
     N(0, s) (s = 0.01) and its spread is s (calibrated); an over-confident posterior
     is off by N(0, 1.5 s) but spreads only s / 4 (its 95% predictive intervals cover
     about 74%); the real test reports the truth plus N(0, se) with se = 0.01. "biased" shifts the
-    posterior by 0.6 predictive sd; "drift" shifts it by 1.2 predictive sd in the
+    posterior by 0.6 predictive sd; "drift" shifts it by 1.5 predictive sd in the
     second half of one group.
     """
     rng = np.random.default_rng(seed)
@@ -586,7 +586,7 @@ def simulated_validations(kind: str, tracker: FidelityTracker, seed: int = 2024)
         if kind == "biased":
             centre += 0.6 * math.hypot(s, se)
         if kind == "drift" and group == GROUPS[0] and i >= N_VAL // 2:
-            centre += 1.2 * math.hypot(s, se)
+            centre += 1.5 * math.hypot(s, se)
         draws = centre + spread * rng.standard_normal(200)
         real = truth + se * rng.standard_normal()
         res = tracker.validate(
