@@ -140,7 +140,7 @@ def schema_diff(engine: Engine) -> list[str]:
         }
         got_ck = {c["name"] for c in insp.get_check_constraints(name)}
         if want_ck != got_ck:
-            problems.append(f"{name}: checks {sorted(got_ck ^ want_ck)} differ")
+            problems.append(f"{name}: checks {sorted(map(str, got_ck ^ want_ck))} differ")
 
         want_ix = {
             ix.name: (
@@ -199,11 +199,11 @@ def catalog_snapshot(engine: Engine) -> dict[str, Any]:
 
 def foreign_keys_to_experiments(engine: Engine) -> dict[str, tuple[str, str, str]]:
     insp = sa.inspect(engine)
-    out = {}
+    out: dict[str, tuple[str, str, str]] = {}
     for table in metadata.tables:
         for fk in insp.get_foreign_keys(table):
             if fk["referred_table"] == "ml_experiments":
-                out[fk["name"]] = (
+                out[str(fk["name"])] = (
                     table,
                     fk["constrained_columns"][0],
                     fk["referred_columns"][0],

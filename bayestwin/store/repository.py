@@ -293,6 +293,12 @@ def _simulation_result(row: TwinSimulation, *, include_draws: bool) -> Simulatio
     return SimulationResult.model_validate(data)
 
 
+def _reload(session: Session, row: object) -> None:
+    """Write pending changes and read the row back, so callers get what was stored."""
+    session.flush()
+    session.refresh(row)
+
+
 def _json_fields(obj: BaseModel, names: set[str]) -> dict[str, Any]:
     """JSON-ready values of some fields; non-finite floats become null, as in JSON."""
     return dict(json.loads(obj.model_dump_json(include=names)))
@@ -535,7 +541,7 @@ class TwinRepository:
                 data["is_active"] = active
                 row = DigitalTwinModel(**data)
                 session.add(row)
-                session.flush()
+                _reload(session, row)
                 return _model_info(row)
         except IntegrityError as exc:
             # A concurrent writer took the id or the (name, version) between check and insert.
@@ -640,7 +646,7 @@ class TwinRepository:
                 session.flush()
                 row.is_active = True
                 row.updated_at = utcnow()
-                session.flush()
+                _reload(session, row)
             return _model_info(row)
 
     def deactivate_model(self, model_id: uuid.UUID | str) -> TwinModelInfo:
@@ -659,7 +665,7 @@ class TwinRepository:
             if row.is_active:
                 row.is_active = False
                 row.updated_at = utcnow()
-                session.flush()
+                _reload(session, row)
             return _model_info(row)
 
     def get_active_model(self, brand: str, twin_type: TwinType | str) -> TwinModelInfo:
@@ -715,7 +721,7 @@ class TwinRepository:
                 raise NotFoundError("model", key)
             row.fidelity_score = score
             row.updated_at = utcnow()
-            session.flush()
+            _reload(session, row)
             return _model_info(row)
 
     # -- simulations -----------------------------------------------------------------
@@ -778,7 +784,7 @@ class TwinRepository:
                 created_at=simulation.created_at,
             )
             session.add(row)
-            session.flush()
+            _reload(session, row)
             return _simulation_result(row, include_draws=False)
 
     @staticmethod
@@ -807,7 +813,7 @@ class TwinRepository:
                 )
             row.simulation_status = SimulationStatus.RUNNING
             row.started_at = utcnow()
-            session.flush()
+            _reload(session, row)
             return _simulation_result(row, include_draws=False)
 
     def complete_simulation(self, result: SimulationResult) -> SimulationResult:
@@ -873,7 +879,7 @@ class TwinRepository:
             row.result = summary
             row.ate_draws = heavy.get("ate_draws")
             row.twin_unit_ids = heavy.get("twin_unit_ids")
-            session.flush()
+            _reload(session, row)
             return _simulation_result(row, include_draws=True)
 
     def fail_simulation(
@@ -914,7 +920,7 @@ class TwinRepository:
             row.error_message = _error_text(error)
             row.execution_time_ms = execution_time_ms
             row.completed_at = utcnow()
-            session.flush()
+            _reload(session, row)
             return _simulation_result(row, include_draws=False)
 
     @contextmanager
@@ -1078,7 +1084,7 @@ class TwinRepository:
                     TwinSimulation.created_at < cutoff,
                 )
                 .order_by(TwinSimulation.simulation_id)
-                .with_for_update(skip_locked=True)
+                .with_for_update()
             ).all()
             for row in rows:
                 row.error_message = f"{reason}: still {row.simulation_status} after {older_than}"
@@ -1136,7 +1142,7 @@ class TwinRepository:
                 assert model is not None
                 model.fidelity_score = result.model_fidelity_score
                 model.updated_at = utcnow()
-            session.flush()
+            _reload(session, row)
             return _fidelity_result(row)
 
     def get_validation(self, tracking_id: uuid.UUID | str) -> FidelityResult:
