@@ -517,10 +517,10 @@ class TwinRepository:
         """
         active = info.is_active if activate is None else activate
         if active and not info.fit_for_use:
+            reason = info.diagnostics_reason or "failed diagnostics"
             raise InvalidStateError(
-                f"model {info.model_id} is not fit for use ({
-                    info.diagnostics_reason or 'failed diagnostics'
-                }) and cannot be registered as active"
+                f"model {info.model_id} is not fit for use ({reason}) and cannot be "
+                "registered as active"
             )
         taken = f"model {info.model_name!r} version {info.model_version!r} is already registered"
         try:
