@@ -278,7 +278,7 @@ class GroundTruth:
             the ground truth, or an intensity is negative or not finite.
         """
         z = self._z(units)
-        seg_idx = pd.Index(self.segments).get_indexer(units["segment"])
+        seg_idx = pd.Index(self.segments).get_indexer(pd.Index(units["segment"]))
         if (seg_idx < 0).any():
             raise ValueError("units contain a segment unknown to the ground truth")
         eta = np.zeros(len(units))
@@ -296,7 +296,7 @@ class GroundTruth:
             bt = self.brands[brand]
             e = bt.intercept[seg_idx[m]] + z[m] @ bt.beta
             for col, levels in self.categorical_features.items():
-                codes = pd.Index(levels).get_indexer(units.loc[m, col])
+                codes = pd.Index(levels).get_indexer(pd.Index(units.loc[m, col]))
                 if (codes < 0).any():
                     raise ValueError(
                         f"units contain a {col!r} level unknown to the ground truth; "

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayestwin.families import FAMILIES
+from bayestwin.families import FAMILIES, Family
 from bayestwin.synthetic import (
     DEFAULT_FAMILY,
     SyntheticTwinData,
@@ -183,12 +183,12 @@ def test_intensity_zero_means_untreated(args: dict[str, Any]) -> None:
     seed=st.integers(0, 2**16),
 )
 def test_true_effect_is_increasing_in_intensity_for_a_positive_effect(
-    family: str, effect: float, dose_rate: float, seed: int
+    family: Family, effect: float, dose_rate: float, seed: int
 ) -> None:
     sd = generate_synthetic_twin_data(
         n_units=40,
         n_intervention_types=1,
-        family=family,  # type: ignore[arg-type]
+        family=family,
         effect_means=[effect],
         effect_segment_sd=0.0,
         interaction_sd=0.0,
@@ -205,13 +205,13 @@ def test_true_effect_is_increasing_in_intensity_for_a_positive_effect(
 @settings(max_examples=20)
 @given(family=st.sampled_from(FAMILIES), seed=st.integers(0, 2**16))
 def test_each_unit_moves_monotonely_in_the_direction_of_its_own_effect(
-    family: str, seed: int
+    family: Family, seed: int
 ) -> None:
     sd = generate_synthetic_twin_data(
         n_units=40,
         family=family,
         interaction_sd=0.3,
-        random_seed=seed,  # type: ignore[arg-type]
+        random_seed=seed,
     )
     units = sd.population()
     truth = sd.truth
@@ -231,13 +231,13 @@ TOLERANCE_SE = 4.0  # |difference in means - true ATE| must be within 4 standard
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_randomised_experiment_agrees_with_the_true_ate(family: str) -> None:
+def test_randomised_experiment_agrees_with_the_true_ate(family: Family) -> None:
     sd = generate_synthetic_twin_data(
         "hcp",
         n_units=2000,
         n_periods=1,
         family=family,
-        random_seed=11,  # type: ignore[arg-type]
+        random_seed=11,
     )
     units = sd.population("Remibrutinib")
     kind = sd.truth.intervention_types[0]  # the largest default effect
