@@ -1,0 +1,344 @@
+"""TwinGenerator: input checks, collapsed likelihood, recovery, pooling, save/load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayestwin.generator import (
+    HistoryError,
+    ModelVersionError,
+    SamplerSettings,
+    TwinGenerator,
+    TwinModelSpec,
+    collapse_history,
+    default_spec,
+    fit_all,
+    load_model,
+    save_model,
+)
+from bayestwin.model import FittedTwinModel, ModelNotUsableError
+from bayestwin.synthetic import SyntheticTwinData, generate_synthetic_twin_data
+
+BRAND = "Remibrutinib"
+Fit = tuple[SyntheticTwinData, FittedTwinModel]
+FAST = SamplerSettings(draws=500, tune=500, chains=2, cores=2, progressbar=False, random_seed=7)
+
+
+def _data(twin_type: str = "hcp", family: str | None = None, **kw: object) -> SyntheticTwinData:
+    args: dict[str, object] = {
+        "n_units": 600,
+        "n_periods": 4,
+        "brands": (BRAND,),
+        "n_segments": 4,
+        "n_numeric": 3,
+        "n_categorical": 1,
+        "n_intervention_types": 3,
+        "random_seed": 5,
+    }
+    args.update(kw)
+    return generate_synthetic_twin_data(twin_type, family=family, **args)  # type: ignore[arg-type]
+
+
+def _spec(s: SyntheticTwinData, **kw: object) -> TwinModelSpec:
+    kw.setdefault("sampler", FAST)
+    return default_spec(
+        s.truth.twin_type,
+        BRAND,
+        family=s.truth.family,
+        numeric_features=s.numeric_features,
+        categorical_features=s.categorical_features,
+        **kw,
+    )
+
+
+# -- bad input, refused before any sampling ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small() -> SyntheticTwinData:
+    return _data(n_units=100, n_periods=2)
+
+
+def test_missing_column_is_named(small: SyntheticTwinData) -> None:
+    df = small.data.drop(columns=[small.numeric_features[0]])
+    with pytest.raises(HistoryError, match=small.numeric_features[0]):
+        TwinGenerator(_spec(small)).fit(df)
+
+
+def test_nan_is_refused(small: SyntheticTwinData) -> None:
+    df = small.data.copy()
+    df.loc[3, small.numeric_features[1]] = np.nan
+    with pytest.raises(HistoryError, match=rf"{small.numeric_features[1]}.*NaN"):
+        TwinGenerator(_spec(small)).fit(df)
+
+
+def test_non_numeric_feature_must_be_declared_categorical(small: SyntheticTwinData) -> None:
+    spec = _spec(small).model_copy(
+        update={"numeric_features": (*small.numeric_features, small.categorical_features[0])}
+    )
+    with pytest.raises(HistoryError, match="not numeric; declare it in categorical_features"):
+        TwinGenerator(spec).fit(small.data)
+
+
+def test_negative_intensity_is_refused(small: SyntheticTwinData) -> None:
+    df = small.data.copy()
+    df.loc[df.index[0], "intensity"] = -0.5
+    with pytest.raises(HistoryError, match="intensity.*negative"):
+        TwinGenerator(_spec(small)).fit(df)
+
+
+def test_intensity_without_intervention_is_refused(small: SyntheticTwinData) -> None:
+    df = small.data.copy()
+    untreated = df.index[df["intervention_type"] == ""][0]
+    df.loc[untreated, "intensity"] = 1.0
+    with pytest.raises(HistoryError, match="no intervention_type"):
+        TwinGenerator(_spec(small)).fit(df)
+
+
+def test_too_few_rows_for_brand(small: SyntheticTwinData) -> None:
+    with pytest.raises(HistoryError, match="min_rows=10000"):
+        TwinGenerator(_spec(small, min_rows=10_000)).fit(small.data)
+    other = _spec(small).model_copy(update={"brand": "NoSuchBrand"})
+    with pytest.raises(HistoryError, match="'NoSuchBrand'.* 0 rows"):
+        TwinGenerator(other).fit(small.data)
+
+
+def test_wrong_outcome_values_for_family(small: SyntheticTwinData) -> None:
+    df = small.data.copy()
+    df.loc[df.index[0], "outcome"] = 2
+    with pytest.raises(HistoryError, match="0/1"):
+        TwinGenerator(_spec(small)).fit(df)
+
+
+def test_spec_refuses_overlapping_feature_kinds() -> None:
+    with pytest.raises(ValueError, match="both numeric and categorical"):
+        TwinModelSpec(
+            twin_type="hcp", brand="b", numeric_features=("a",), categorical_features=("a",)
+        )
+
+
+# -- the collapsed likelihood equals the per-row likelihood --------------------------------
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "poisson", "neg_binomial", "gaussian"])
+def test_collapsed_likelihood_matches_per_row(family: str) -> None:
+    """logp differences between two parameter points agree to 1e-8 (constants cancel)."""
+    s = _data("patient", family=family, n_units=80, n_periods=5)
+    collapsed = TwinGenerator(_spec(s)).build_model(s.data)
+    plain = TwinGenerator(_spec(s, collapse=False)).build_model(s.data)
+    rng = np.random.default_rng(0)
+    logp_c = collapsed.compile_logp()
+    logp_p = plain.compile_logp()
+    pts = []
+    for _ in range(3):
+        pt = collapsed.initial_point()
+        pts.append({k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in pt.items()})
+    diffs_c = [logp_c(p) - logp_c(pts[0]) for p in pts[1:]]
+    diffs_p = [logp_p(p) - logp_p(pts[0]) for p in pts[1:]]
+    np.testing.assert_allclose(diffs_c, diffs_p, rtol=1e-8, atol=1e-6)
+
+
+def test_collapse_shrinks_rows_by_periods() -> None:
+    s = _data(n_units=50, n_periods=6)
+    spec = _spec(s)
+    design, total, count, _ = collapse_history(s.data.assign(segment=s.data["segment"]), spec)
+    # every unit keeps its design across periods: one likelihood row per unit
+    assert len(design) == 50
+    assert count.sum() == 300
+    assert total.sum() == s.data["outcome"].sum()
+
+
+# -- fitting ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hcp_fit() -> Fit:
+    s = _data("hcp", n_units=800, n_periods=5)
+    return s, TwinGenerator(_spec(s)).fit(s.data)
+
+
+def _recovery(s: SyntheticTwinData, model: FittedTwinModel) -> None:
+    """True effects inside the 90% intervals.
+
+    Checked per intervention type on (a) the population ATE at intensity 1 and (b) the
+    segment-average link-scale effect; and (c) at least 70% of the individual
+    (type, segment) cells inside their 90% intervals (a 90% interval misses 10% of
+    cells by design, and cells are correlated).
+    """
+    post = model.posterior
+    pop = s.population(BRAND)
+    bt = s.truth.brands[BRAND]
+    seg_order = [s.truth.segments.index(seg) for seg in post.encoder.segments]
+    true_tau = bt.tau[:, seg_order]
+    for k_i, k in enumerate(post.intervention_types):
+        assert k == s.truth.intervention_types[k_i]
+        draws = (post.expected_outcome(pop, k, 1.0) - post.expected_outcome(pop)).mean(axis=1)
+        lo, hi = np.quantile(draws, [0.05, 0.95])
+        true_ate = s.truth.ate(pop, k, 1.0).ate
+        assert lo <= true_ate <= hi, (k, lo, true_ate, hi)
+        avg = post.tau[:, k_i, :].mean(axis=1)
+        lo, hi = np.quantile(avg, [0.05, 0.95])
+        assert lo <= true_tau[k_i].mean() <= hi, (k, lo, true_tau[k_i].mean(), hi)
+    lo, hi = np.quantile(post.tau, [0.05, 0.95], axis=0)
+    inside = (true_tau >= lo) & (true_tau <= hi)
+    assert inside.mean() >= 0.7, inside
+
+
+def test_recovery_bernoulli(hcp_fit: Fit) -> None:
+    s, model = hcp_fit
+    assert model.diagnostics.divergences <= 5
+    _recovery(s, model)
+
+
+@pytest.mark.parametrize(
+    ("twin_type", "family"),
+    [("patient", "poisson"), ("patient", "neg_binomial"), ("territory", "gaussian")],
+)
+def test_recovery_other_families(twin_type: str, family: str) -> None:
+    s = _data(twin_type, family=family, n_units=800, n_periods=5)
+    model = TwinGenerator(_spec(s)).fit(s.data, keep_trace=False)
+    _recovery(s, model)
+
+
+def test_partial_pooling_shrinks_small_segment() -> None:
+    """A segment with few units is pulled from its raw estimate toward the type mean."""
+    s = _data("territory", family="gaussian", n_units=900, n_periods=3, random_seed=21)
+    df = s.data
+    seg_counts = df.groupby("segment")["unit_id"].nunique()
+    small_seg = seg_counts.idxmin()
+    keep_units = df.loc[df["segment"] == small_seg, "unit_id"].drop_duplicates().iloc[:12]
+    df = df[(df["segment"] != small_seg) | df["unit_id"].isin(keep_units)]
+    model = TwinGenerator(_spec(s)).fit(df, keep_trace=False)
+    post = model.posterior
+    k_i = 0
+    k = post.intervention_types[k_i]
+    seg_i = post.encoder.segments.index(small_seg)
+    sub = df[df["segment"] == small_seg]
+    treated = sub[(sub["intervention_type"] == k)]
+    control = sub[sub["intervention_type"] == ""]
+    if treated.empty or control.empty:
+        pytest.fail("the small segment needs treated and control rows for this test")
+    # raw (no-pooling) estimate on the model's standardised link scale, per unit intensity
+    g = treated["intensity"].to_numpy()
+    raw = (treated["outcome"].mean() - control["outcome"].mean()) / post.outcome_scale / g.mean()
+    pooled_mean = post.tau[:, k_i, :].mean()
+    small_mean = post.tau[:, k_i, seg_i].mean()
+    # shrinkage: the posterior sits between the raw estimate and the pooled mean
+    assert min(raw, pooled_mean) - 0.02 <= small_mean <= max(raw, pooled_mean) + 0.02
+    assert abs(small_mean - pooled_mean) < abs(raw - pooled_mean)
+
+
+def test_diagnostics_gate_blocks_a_poor_fit() -> None:
+    s = _data(n_units=200, n_periods=2)
+    poor = SamplerSettings(draws=30, tune=30, chains=2, cores=2, progressbar=False)
+    model = TwinGenerator(_spec(s, sampler=poor)).fit(s.data, keep_trace=False)
+    assert not model.diagnostics.passed
+    assert model.diagnostics.reasons
+    with pytest.raises(ModelNotUsableError, match="not fit for use"):
+        model.require_usable()
+    forced = TwinGenerator(_spec(s, sampler=poor)).fit(
+        s.data, keep_trace=False, override_diagnostics=True
+    )
+    forced.require_usable()
+
+
+def test_unknown_intervention_at_prediction_time(hcp_fit: Fit) -> None:
+    s, model = hcp_fit
+    with pytest.raises(ValueError, match="unknown intervention_type 'teleportation'"):
+        model.posterior.expected_outcome(s.population(BRAND), "teleportation")
+
+
+def test_population_is_latest_period(hcp_fit: Fit) -> None:
+    s, model = hcp_fit
+    pop = model.population
+    assert pop["unit_id"].is_unique
+    assert len(pop) == s.data["unit_id"].nunique()
+    assert set(model.posterior.encoder.raw_columns) <= set(pop.columns)
+
+
+def test_provenance(hcp_fit: Fit) -> None:
+    _, model = hcp_fit
+    prov = model.provenance
+    assert prov["random_seed"] == FAST.random_seed
+    assert prov["fit_seconds"] > 0
+    assert len(prov["data_hash"]) == 64
+    assert {"pymc", "arviz", "numpy"} <= set(prov["packages"])
+    assert prov["n_likelihood_rows"] * 5 == prov["n_rows"]
+
+
+# -- save and load ------------------------------------------------------------------------
+
+
+def test_round_trip(tmp_path: Path, hcp_fit: Fit) -> None:
+    import arviz as az
+
+    s, model = hcp_fit
+    path = save_model(model, tmp_path / "m")
+    back = load_model(path, load_trace=True)
+    assert back.model_id == model.model_id
+    pop = s.population(BRAND)
+    k = back.posterior.intervention_types[0]
+    np.testing.assert_array_equal(
+        back.posterior.expected_outcome(pop, k, 1.5),
+        model.posterior.expected_outcome(pop, k, 1.5),
+    )
+    pd.testing.assert_frame_equal(back.population, model.population)
+    a = az.summary(model.trace, var_names=["tau"])
+    b = az.summary(back.trace, var_names=["tau"])
+    pd.testing.assert_frame_equal(pd.DataFrame(a), pd.DataFrame(b))
+    assert back.diagnostics == model.diagnostics
+
+
+def test_load_refuses_other_version(tmp_path: Path, hcp_fit: Fit) -> None:
+    _, model = hcp_fit
+    path = save_model(model, tmp_path / "m")
+    meta = json.loads((path / "metadata.json").read_text())
+    meta["bayestwin_version"] = "0.0.1"
+    (path / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelVersionError, match="saved by bayestwin 0.0.1"):
+        load_model(path)
+
+
+def test_load_refuses_tampered_spec(tmp_path: Path, hcp_fit: Fit) -> None:
+    _, model = hcp_fit
+    path = save_model(model, tmp_path / "m")
+    spec = json.loads((path / "spec.json").read_text())
+    spec["min_rows"] = 51
+    (path / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelVersionError, match="hashes to"):
+        load_model(path)
+
+
+def test_save_refuses_existing_dir(tmp_path: Path, hcp_fit: Fit) -> None:
+    _, model = hcp_fit
+    save_model(model, tmp_path / "m")
+    with pytest.raises(FileExistsError):
+        save_model(model, tmp_path / "m")
+
+
+def test_fit_all_fits_every_brand() -> None:
+    s = generate_synthetic_twin_data(
+        "hcp",
+        n_units=120,
+        n_periods=2,
+        brands=("A", "B"),
+        n_segments=2,
+        n_numeric=2,
+        n_categorical=0,
+        random_seed=1,
+    )
+    base = default_spec(
+        "hcp",
+        "A",
+        family="bernoulli",
+        numeric_features=s.numeric_features,
+        sampler=SamplerSettings(draws=50, tune=50, chains=1, cores=1, progressbar=False),
+    )
+    models = fit_all(s.data, base=base, keep_trace=False)
+    assert sorted(b for b, _ in models) == ["A", "B"]
+    assert models[("B", "hcp")].brand == "B"
