@@ -1,8 +1,9 @@
-"""Build hook: ship ``config/*.yaml`` inside the package as ``bayestwin/_config``.
+"""Build hook: ship ``config/*.yaml`` and ``migrations/*.sql`` inside the package.
 
-``config/`` stays the one source of truth; a non-editable install (a wheel) gets copies
-made at build time, which :func:`bayestwin.config.config_file` falls back to. All other
-metadata lives in ``pyproject.toml``.
+``config/`` and ``migrations/`` stay the one source of truth; a non-editable install (a
+wheel) gets copies made at build time, as ``bayestwin/_config`` and
+``bayestwin/_migrations``, which the package falls back to outside a source checkout.
+All other metadata lives in ``pyproject.toml``.
 """
 
 from pathlib import Path
@@ -10,31 +11,40 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-CONFIG_DIR = Path(__file__).resolve().parent / "config"
+ROOT = Path(__file__).resolve().parent
+
+# source folder -> (folder inside the package, file pattern)
+PACKAGED_COPIES = {
+    "config": ("_config", "*.yaml"),
+    "migrations": ("_migrations", "*.sql"),
+}
 
 
-class BuildPyWithConfig(build_py):
-    """``build_py`` that also copies ``config/*.yaml`` into ``bayestwin/_config``."""
+class BuildPyWithCopies(build_py):
+    """``build_py`` that also copies the files of :data:`PACKAGED_COPIES` into the package."""
 
-    def _config_targets(self) -> list[tuple[Path, Path]]:
-        target = Path(self.build_lib) / "bayestwin" / "_config"
-        return [(src, target / src.name) for src in sorted(CONFIG_DIR.glob("*.yaml"))]
+    def _copy_targets(self) -> list[tuple[Path, Path]]:
+        pairs = []
+        for source, (inside, pattern) in PACKAGED_COPIES.items():
+            target = Path(self.build_lib) / "bayestwin" / inside
+            pairs += [(src, target / src.name) for src in sorted((ROOT / source).glob(pattern))]
+        return pairs
 
     def run(self) -> None:
-        """Build the package, then copy the YAML files next to it."""
+        """Build the package, then copy the files next to it."""
         super().run()
-        if self.editable_mode:  # an editable install reads config/ in place
+        if self.editable_mode:  # an editable install reads the source folders in place
             return
-        for src, dst in self._config_targets():
+        for src, dst in self._copy_targets():
             self.mkpath(str(dst.parent))
             self.copy_file(str(src), str(dst), preserve_mode=False)
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
-        """List the built files, the copied YAML files included."""
+        """List the built files, the copies included."""
         outputs = list(super().get_outputs(include_bytecode))
         if not self.editable_mode:
-            outputs += [str(dst) for _, dst in self._config_targets()]
+            outputs += [str(dst) for _, dst in self._copy_targets()]
         return outputs
 
 
-setup(cmdclass={"build_py": BuildPyWithConfig})
+setup(cmdclass={"build_py": BuildPyWithCopies})

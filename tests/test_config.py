@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -517,53 +518,66 @@ def test_agent_config_round_trips_through_json(agent_config: AgentConfig) -> Non
 # -- package data ------------------------------------------------------------------------
 
 YAML_NAMES = ["agent_config.yaml", "digital_twin_config.yaml", "domain_vocabulary.yaml"]
+# source folder -> (folder inside the installed package, pattern); setup.py makes the copies
+PACKAGED = {"config": ("_config", "*.yaml"), "migrations": ("_migrations", "*.sql")}
 
 
-def _source_yaml(repo_root: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((repo_root / "config").glob("*.yaml"))}
+def _source_files(repo_root: Path, folder: str) -> dict[str, bytes]:
+    pattern = PACKAGED[folder][1]
+    return {p.name: p.read_bytes() for p in sorted((repo_root / folder).glob(pattern))}
 
 
 def test_config_dir_holds_the_expected_files(repo_root: Path) -> None:
-    assert sorted(_source_yaml(repo_root)) == YAML_NAMES
+    assert sorted(_source_files(repo_root, "config")) == YAML_NAMES
 
 
-def test_installed_package_carries_config_copies(repo_root: Path) -> None:
+@pytest.mark.parametrize("folder", list(PACKAGED))
+def test_installed_package_carries_copies(repo_root: Path, folder: str) -> None:
+    inside, pattern = PACKAGED[folder]
+    packaged = Path(bayestwin.__file__).resolve().parent / inside
+    if (repo_root / "bayestwin" / "__init__.py").resolve() == Path(bayestwin.__file__).resolve():
+        pytest.skip("bayestwin runs from the source tree (editable install)")
+    copies = {p.name: p.read_bytes() for p in sorted(packaged.glob(pattern))}
+    assert copies == _source_files(repo_root, folder)
+    assert copies
+
+
+def test_installed_package_reads_its_own_config_copies() -> None:
     packaged = Path(bayestwin.__file__).resolve().parent / "_config"
     if not packaged.is_dir():
         pytest.skip("bayestwin runs from the source tree (editable install)")
-    copies = {p.name: p.read_bytes() for p in sorted(packaged.glob("*.yaml"))}
-    assert copies == _source_yaml(repo_root)
     for name in YAML_NAMES:
         assert config_file(name) == packaged / name
+
+
+def _build(backend_call: str, cwd: Path) -> None:
+    code = f"import setuptools.build_meta as b; b.{backend_call}"
+    subprocess.run([sys.executable, "-c", code], cwd=cwd, check=True, capture_output=True)
 
 
 @pytest.mark.skipif(
     importlib.util.find_spec("setuptools") is None, reason="setuptools is not installed"
 )
-def test_built_wheel_carries_config_copies(repo_root: Path, tmp_path: Path) -> None:
+def test_wheel_built_from_the_sdist_carries_copies(repo_root: Path, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
         shutil.copy2(repo_root / name, src / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "_config")
-    for folder in ("bayestwin", "config"):
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "_config", "_migrations")
+    for folder in ("bayestwin", *PACKAGED):
         shutil.copytree(repo_root / folder, src / folder, ignore=ignore)
-    out = tmp_path / "dist"
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"import setuptools.build_meta as b; b.build_wheel({str(out)!r})",
-        ],
-        cwd=src,
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = out.glob("*.whl")
+    dist = tmp_path / "dist"
+    _build(f"build_sdist({str(dist)!r})", src)
+    (sdist,) = dist.glob("*.tar.gz")
+    with tarfile.open(sdist) as tf:
+        tf.extractall(tmp_path / "unpacked", filter="data")
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    _build(f"build_wheel({str(dist)!r})", unpacked)
+    (wheel,) = dist.glob("*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        copies = {
-            Path(n).name: zf.read(n)
-            for n in zf.namelist()
-            if n.startswith("bayestwin/_config/") and n.endswith(".yaml")
-        }
-    assert copies == _source_yaml(repo_root)
+        for folder, (inside, _) in PACKAGED.items():
+            prefix = f"bayestwin/{inside}/"
+            copies = {
+                n.removeprefix(prefix): zf.read(n) for n in zf.namelist() if n.startswith(prefix)
+            }
+            assert copies == _source_files(repo_root, folder), folder
