@@ -18,6 +18,7 @@ from bayestwin.power import n_per_arm, two_mean_n, two_proportion_n
 from bayestwin.schemas import InterventionConfig
 from bayestwin.simulation import (
     Decision,
+    EncodedUnits,
     SimulationEngine,
     decide,
     default_dose_grid,
@@ -351,13 +352,47 @@ def test_ate_invariant_to_twin_order(seed: int) -> None:
     np.testing.assert_allclose(a.var_control, c.var_control, rtol=1e-12)
 
 
-def test_float32_matches_float64() -> None:
-    post, pop, k = _synthetic("patient")
-    a = effect_draws(post, pop, k, [1.0], dtype=np.float64)
-    b = effect_draws(post, pop, k, [1.0], dtype=np.float32, batch_size=256)
-    np.testing.assert_allclose(b.ate, a.ate, rtol=1e-4)
+@pytest.mark.parametrize("twin_type", ["hcp", "patient", "territory"])
+def test_float32_matches_float64(twin_type: str) -> None:
+    post, pop, k = _synthetic(twin_type)
+    a = effect_draws(post, pop, k, [1.0, 2.0], dtype=np.float64)
+    b = effect_draws(post, pop, k, [1.0, 2.0], dtype=np.float32, batch_size=256)
+    np.testing.assert_allclose(b.ate, a.ate, rtol=1e-5)
     np.testing.assert_allclose(b.control_mean, a.control_mean, rtol=1e-6)
     np.testing.assert_allclose(b.var_control, a.var_control, rtol=1e-4)
+    np.testing.assert_allclose(b.predicted_control, a.predicted_control, rtol=1e-5)
+
+
+def test_float32_rare_outcomes_stay_accurate() -> None:
+    # identical units (errors cannot average out) and a 0.1% base rate: the worst case
+    tau = np.random.default_rng(0).normal(0.3, 0.1, 500)
+    model = closed_form_model(tau, family="bernoulli", base=(logit(0.001), logit(0.002)))
+    a = effect_draws(model.posterior, model.population, "email_campaign", dtype=np.float64)
+    b = effect_draws(model.posterior, model.population, "email_campaign", dtype=np.float32)
+    np.testing.assert_allclose(b.ate, a.ate, rtol=5e-3)
+    np.testing.assert_allclose(b.control_mean, a.control_mean, rtol=1e-5)
+
+
+def test_effect_draws_inputs() -> None:
+    post, pop, k = _synthetic("patient")
+    units = pop.iloc[:50]
+    encoded = EncodedUnits.from_frame(post, units)
+    assert len(encoded) == 50
+    a = effect_draws(post, units, k, 1.0, dtype=np.float64)
+    b = effect_draws(post, encoded, k, 1.0, dtype=np.float64, blas_threads=None)
+    np.testing.assert_array_equal(a.ate, b.ate)
+    with pytest.raises(ValueError, match="intensities"):
+        effect_draws(post, units, k, [1.0, -0.5])
+    with pytest.raises(ValueError, match="batch_size"):
+        effect_draws(post, units, k, batch_size=0)
+    with pytest.raises(ValueError, match="weights"):
+        effect_draws(post, units, k, weights=np.ones(3))
+    with pytest.raises(ValueError, match="no units"):
+        effect_draws(post, units.iloc[:0], k)
+    with pytest.raises(ValueError, match="columns"):
+        effect_draws(post, EncodedUnits(encoded.x[:, :2], encoded.segment), k)
+    with pytest.raises(ValueError, match="unknown intervention_type"):
+        effect_draws(post, units, "carrier_pigeon")
 
 
 def test_effect_draws_matches_reference_computation() -> None:
@@ -585,3 +620,5 @@ def test_engine_settings_checked() -> None:
         SimulationEngine(make_settings(confidence_threshold=0.4))
     with pytest.raises(ValueError, match="dtype"):
         SimulationEngine(make_settings(), dtype=np.float16)
+    with pytest.raises(ValueError, match="blas_threads"):
+        SimulationEngine(make_settings(), blas_threads=0)

@@ -1,0 +1,466 @@
+"""Benchmark the simulation engine against PyMC's posterior predictive and a NumPy floor.
+
+For each size (twins x posterior draws) this times, and separately measures the peak
+traced memory (``tracemalloc``) of:
+
+* ``engine``: ``SimulationEngine.simulate`` doing the same work as the PyMC
+  comparison (expected outcomes under treatment and control, population ATE draws,
+  interval, segments, decision, sample size) with ``dose_grid=()``;
+* ``engine_full``: the same call with the default dose-response grid (six more
+  treated intensities);
+* ``engine_kernel_all_distinct``: the vectorised core (:func:`effect_draws`) on every
+  twin as if all were distinct, i.e. without the distinct-unit weighting;
+* ``pymc``: a PyMC model of the same structure, ``pm.set_data`` with the twins, then
+  ``pm.sample_posterior_predictive(..., predictions=True)`` of the expected outcome
+  under treatment and under control, and the ATE draws from the two;
+* ``numpy_floor``: one matrix product ``(draws x P) @ (P x twins)`` plus the inverse
+  link (:func:`bayestwin.families.inverse_link`), float32, unchunked, at the process's
+  BLAS threads and at one thread (the faster counts). ``numpy_floor_tanh_link`` is
+  the same with the logit link computed as the engine does (``1 + tanh(eta / 2)``),
+  for reference.
+
+Targets: ``engine`` at least 20 times faster than ``pymc`` and within 2 times of
+``numpy_floor``. Results go to ``bench_simulation.json`` and ``bench_simulation.md``
+under ``--out`` (default ``reports/``).
+
+Usage::
+
+    python benchmarks/bench_simulation.py --out reports/
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayestwin.config import load_settings
+from bayestwin.families import inverse_link
+from bayestwin.model import Diagnostics, FittedTwinModel
+from bayestwin.population import draw_twins
+from bayestwin.posterior import TwinPosterior
+from bayestwin.simulation import SimulationEngine, effect_draws
+from bayestwin.synthetic import generate_synthetic_twin_data
+from bayestwin.vocabulary import TwinType
+
+SIZES: tuple[tuple[int, int], ...] = ((10_000, 1_000), (50_000, 1_000))
+POPULATION = 50_000
+SEED = 20_250_101
+TARGET_SPEEDUP_VS_PYMC = 20.0
+TARGET_RATIO_VS_FLOOR = 2.0
+
+
+# -- measurement helpers ------------------------------------------------------------------------
+def _best_time(fn: Callable[[], object], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _interleaved_best_times(
+    cases: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, float]:
+    """Best time of each case, the cases taking turns so that load spikes hit all."""
+    for fn in cases.values():
+        fn()  # warm-up
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def _peak_mb(fn: Callable[[], object]) -> float:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / 2**20
+
+
+# -- set-up -------------------------------------------------------------------------------------
+def _model(population: int, n_draws: int) -> tuple[FittedTwinModel, str]:
+    syn = generate_synthetic_twin_data(
+        TwinType.HCP,
+        n_units=population,
+        n_periods=1,
+        brands=("Remibrutinib",),
+        n_segments=12,
+        n_numeric=8,
+        n_categorical=2,
+        n_intervention_types=3,
+        random_seed=SEED,
+    )
+    posterior = TwinPosterior.from_ground_truth(
+        syn.truth, "Remibrutinib", n_draws=n_draws, effect_sd=0.05, random_seed=SEED
+    )
+    model = FittedTwinModel(
+        brand="Remibrutinib",
+        twin_type=TwinType.HCP,
+        posterior=posterior,
+        population=syn.population("Remibrutinib"),
+        diagnostics=Diagnostics(1.0, 1000.0, 1000.0, 0, 1.0, True),
+        model_id="benchmark",
+    )
+    return model, syn.truth.intervention_types[0]
+
+
+# -- the competitors ----------------------------------------------------------------------------
+def _numpy_floor(
+    posterior: TwinPosterior, twins: pd.DataFrame, *, tanh: bool = False
+) -> Callable[[], np.ndarray]:
+    x, _, _ = posterior.encoder.encode(twins, dtype=np.float32)
+    xt = np.ascontiguousarray(x.T)
+    beta = np.ascontiguousarray(posterior.beta, dtype=np.float32)
+    half_beta = np.ascontiguousarray(0.5 * beta)
+
+    def run() -> np.ndarray:
+        eta = beta @ xt  # (draws, twins)
+        return inverse_link(posterior.family, eta, out=eta)
+
+    def run_tanh() -> np.ndarray:
+        # the logit link as the engine computes it: 1 + tanh(eta / 2) = 2 expit(eta)
+        eta = half_beta @ xt
+        np.tanh(eta, out=eta)
+        eta += 1.0
+        return eta
+
+    return run_tanh if tanh else run
+
+
+def _pymc_predictive(
+    posterior: TwinPosterior, twins: pd.DataFrame, intervention_type: str, intensity: float
+) -> tuple[Callable[[], np.ndarray], Any]:
+    import arviz as az
+    import pymc as pm
+
+    enc = posterior.encoder
+    k = posterior.type_index(intervention_type)
+    x, z, seg = enc.encode(twins)
+    n_num = z.shape[1]
+    coords = {
+        "segment": list(enc.segments),
+        "feature": enc.columns,
+        "numeric": list(enc.numeric),
+        "itype": list(posterior.intervention_types),
+        "unit": np.arange(len(twins)),
+    }
+    with pm.Model(coords=coords) as model:
+        x_data = pm.Data("X", x, dims=("unit", "feature"))
+        seg_data = pm.Data("seg", seg, dims="unit")
+        treated = pm.Data("treated", np.ones(len(twins)), dims="unit")
+        intercept = pm.Normal("intercept", 0.0, 1.0, dims="segment")
+        beta = pm.Normal("beta", 0.0, 1.0, dims="feature")
+        tau = pm.Normal("tau", 0.0, 1.0, dims=("itype", "segment"))
+        gamma = pm.Normal("gamma", 0.0, 1.0, dims=("itype", "numeric"))
+        rate = pm.HalfNormal("dose_rate", 1.0)
+        g = pm.math.expm1(-rate * intensity) / pm.math.expm1(-rate)
+        het = tau[k, seg_data] + pm.math.dot(x_data[:, :n_num], gamma[k])
+        eta = intercept[seg_data] + pm.math.dot(x_data, beta) + treated * g * het
+        mu = pm.Deterministic("mu", pm.math.invlogit(eta), dims="unit")
+        pm.Bernoulli("y", p=mu, observed=np.zeros(len(twins), dtype=np.int64), dims="unit")
+
+    def draws(a: np.ndarray) -> np.ndarray:
+        return a[None, ...]
+
+    idata = az.from_dict(
+        {
+            "posterior": {
+                "intercept": draws(posterior.intercept),
+                "beta": draws(posterior.beta),
+                "tau": draws(posterior.tau),
+                "gamma": draws(posterior.gamma),
+                "dose_rate": draws(posterior.dose_rate),
+            }
+        },
+        dims={
+            "intercept": ["segment"],
+            "beta": ["feature"],
+            "tau": ["itype", "segment"],
+            "gamma": ["itype", "numeric"],
+        },
+        coords={k_: v for k_, v in coords.items() if k_ != "unit"},
+    )
+
+    def run() -> np.ndarray:
+        out = {}
+        with model:
+            for arm, flag in (("treated", 1.0), ("control", 0.0)):
+                pm.set_data(
+                    {"X": x, "seg": seg, "treated": np.full(len(twins), flag)},
+                    coords={"unit": np.arange(len(twins))},
+                )
+                pred = pm.sample_posterior_predictive(
+                    idata, var_names=["mu"], predictions=True, progressbar=False, random_seed=0
+                )
+                out[arm] = pred["predictions"]["mu"].to_numpy()
+        return (out["treated"] - out["control"]).mean(axis=-1).ravel()
+
+    return run, model
+
+
+# -- one size -----------------------------------------------------------------------------------
+def _bench_size(
+    model: FittedTwinModel,
+    intervention_type: str,
+    twin_count: int,
+    repeats: int,
+    with_pymc: bool,
+) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    settings = load_settings(environ={}, max_twin_count=max(50_000, twin_count))
+    engine = SimulationEngine(settings)
+    posterior = model.posterior
+    sample = draw_twins(model.population, twin_count, random_seed=SEED)
+    twins = sample.frame(model.population)
+
+    def engine_same_work() -> object:
+        return engine.simulate(
+            model,
+            intervention_type,
+            {"intensity": 1.0},
+            twin_count,
+            random_seed=SEED,
+            dose_grid=(),
+        )
+
+    def engine_full() -> object:
+        return engine.simulate(
+            model, intervention_type, {"intensity": 1.0}, twin_count, random_seed=SEED
+        )
+
+    def kernel_all_distinct() -> object:
+        return effect_draws(
+            posterior, twins, intervention_type, [1.0], batch_size=settings.batch_size
+        )
+
+    floor = _numpy_floor(posterior, twins)
+    floor_tanh = _numpy_floor(posterior, twins, tanh=True)
+
+    def floor_one_thread() -> object:
+        with threadpool_limits(1, user_api="blas"):
+            return floor()
+
+    cases: dict[str, Callable[[], object]] = {
+        "engine": engine_same_work,
+        "engine_full": engine_full,
+        "engine_kernel_all_distinct": kernel_all_distinct,
+        "numpy_floor_default_threads": floor,
+        "numpy_floor_one_thread": floor_one_thread,
+        "numpy_floor_tanh_link": floor_tanh,
+    }
+    out: dict[str, Any] = {
+        "twins": twin_count,
+        "draws": posterior.n_draws,
+        "distinct_units": int(sample.unique_rows.size),
+        "features": len(posterior.encoder.columns),
+        "segments": len(posterior.encoder.segments),
+        "seconds": {},
+        "peak_mb": {},
+    }
+    out["seconds"] = _interleaved_best_times(cases, repeats)
+    for name, fn in cases.items():
+        out["peak_mb"][name] = _peak_mb(fn)
+
+    result = engine_same_work()
+    ate_engine = np.asarray(result.ate_draws)  # type: ignore[attr-defined]
+    if with_pymc:
+        pymc_run, _ = _pymc_predictive(posterior, twins, intervention_type, 1.0)
+        start = time.perf_counter()
+        ate_pymc = pymc_run()
+        out["seconds"]["pymc_first_call"] = time.perf_counter() - start
+        out["seconds"]["pymc"] = _best_time(pymc_run, max(1, repeats // 2))
+        out["peak_mb"]["pymc"] = _peak_mb(pymc_run)
+        out["max_abs_ate_difference_engine_vs_pymc"] = float(np.max(np.abs(ate_engine - ate_pymc)))
+
+    sec = out["seconds"]
+    floor_s = min(sec["numpy_floor_default_threads"], sec["numpy_floor_one_thread"])
+    out["seconds"]["numpy_floor"] = floor_s
+    out["ratios"] = {
+        "engine_over_floor": sec["engine"] / floor_s,
+        "engine_full_over_floor": sec["engine_full"] / floor_s,
+        "kernel_all_distinct_over_floor": sec["engine_kernel_all_distinct"] / floor_s,
+        "engine_over_floor_tanh_link": sec["engine"] / sec["numpy_floor_tanh_link"],
+    }
+    if with_pymc:
+        out["ratios"]["pymc_over_engine"] = sec["pymc"] / sec["engine"]
+        out["ratios"]["pymc_over_engine_full"] = sec["pymc"] / sec["engine_full"]
+        out["ratios"]["pymc_over_kernel_all_distinct"] = (
+            sec["pymc"] / sec["engine_kernel_all_distinct"]
+        )
+    out["targets_met"] = {
+        "within_2x_of_floor": out["ratios"]["engine_over_floor"] <= TARGET_RATIO_VS_FLOOR,
+    }
+    if with_pymc:
+        out["targets_met"]["at_least_20x_faster_than_pymc"] = (
+            out["ratios"]["pymc_over_engine"] >= TARGET_SPEEDUP_VS_PYMC
+        )
+    return out
+
+
+# -- report -------------------------------------------------------------------------------------
+def _markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    lines = [
+        "# Simulation benchmark",
+        "",
+        f"Population {report['population']} units; bernoulli (hcp) model with "
+        f"{report['sizes'][0]['features']} encoded features and "
+        f"{report['sizes'][0]['segments']} segments. Times are the best of "
+        f"{report['repeats']} runs after a warm-up, the NumPy cases taking turns (PyMC: "
+        "the best of fewer runs, and its first call with compilation); peak memory is "
+        "traced by tracemalloc in a separate run.",
+        "",
+        f"Machine: {env['cpu_count']} CPUs, load average {env['load_average']}, "
+        f"Python {env['python']}, NumPy {env['numpy']}, PyMC {env.get('pymc', '-')}.",
+        "",
+        "| twins x draws | distinct units | case | seconds | peak MB |",
+        "|---|---|---|---|---|",
+    ]
+    for size in report["sizes"]:
+        label = f"{size['twins']:,} x {size['draws']:,}"
+        for name, sec in size["seconds"].items():
+            peak = size["peak_mb"].get(name)
+            peak_s = f"{peak:.0f}" if peak is not None else "-"
+            lines.append(
+                f"| {label} | {size['distinct_units']:,} | {name} | {sec:.3f} | {peak_s} |"
+            )
+    lines += ["", "| twins x draws | ratio | value | target |", "|---|---|---|---|"]
+    for size in report["sizes"]:
+        label = f"{size['twins']:,} x {size['draws']:,}"
+        for name, value in size["ratios"].items():
+            target = {
+                "engine_over_floor": f"<= {TARGET_RATIO_VS_FLOOR:g}",
+                "pymc_over_engine": f">= {TARGET_SPEEDUP_VS_PYMC:g}",
+            }.get(name, "")
+            lines.append(f"| {label} | {name} | {value:.2f} | {target} |")
+        if "max_abs_ate_difference_engine_vs_pymc" in size:
+            lines.append(
+                f"| {label} | max abs ATE difference engine vs PyMC | "
+                f"{size['max_abs_ate_difference_engine_vs_pymc']:.2e} | |"
+            )
+    lines += [
+        "",
+        "`engine` does the work of the PyMC comparison (treated and control expected "
+        "outcomes, ATE draws) plus the interval, segments, decision and sample size. "
+        "`engine_full` adds the default dose-response grid. "
+        "`engine_kernel_all_distinct` is the vectorised core with every twin treated as "
+        "a distinct unit. `numpy_floor` is one float32 product plus the inverse link for "
+        "one arm, unchunked (the faster of default BLAS threads and one thread); "
+        "`numpy_floor_tanh_link` computes that link as the engine does.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run(
+    out_dir: str | os.PathLike[str] = "reports",
+    *,
+    sizes: Sequence[tuple[int, int]] = SIZES,
+    population: int = POPULATION,
+    repeats: int = 7,
+    with_pymc: bool = True,
+) -> dict[str, Any]:
+    """Run the benchmark and write ``bench_simulation.json`` and ``.md`` to ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Output folder (created).
+    sizes : sequence of (twins, draws)
+        Sizes to run.
+    population : int
+        Units in the population the twins are drawn from.
+    repeats : int
+        Timed runs per case (the best counts).
+    with_pymc : bool
+        Include the PyMC comparison (slow: compiles a model per size).
+
+    Returns
+    -------
+    dict
+        The JSON report.
+    """
+    sizes_out = []
+    models: dict[int, tuple[FittedTwinModel, str]] = {}
+    for twins, draws in sizes:
+        if draws not in models:
+            models[draws] = _model(population, draws)
+        model, k = models[draws]
+        sizes_out.append(_bench_size(model, k, twins, repeats, with_pymc))
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "machine": platform.machine(),
+    }
+    if with_pymc:
+        import pymc as pm
+
+        env["pymc"] = pm.__version__
+    report = {
+        "benchmark": "simulation",
+        "population": population,
+        "repeats": repeats,
+        "environment": env,
+        "targets": {
+            "pymc_over_engine_at_least": TARGET_SPEEDUP_VS_PYMC,
+            "engine_over_floor_at_most": TARGET_RATIO_VS_FLOOR,
+        },
+        "sizes": sizes_out,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_simulation.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "bench_simulation.md").write_text(_markdown(report))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="reports", help="output folder (default reports/)")
+    parser.add_argument("--population", type=int, default=POPULATION)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--no-pymc", action="store_true", help="skip the PyMC comparison")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(f"{t}x{d}" for t, d in SIZES),
+        help="comma-separated TWINSxDRAWS (default 10000x1000,50000x1000)",
+    )
+    args = parser.parse_args(argv)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    report = run(
+        args.out,
+        sizes=[(t, d) for t, d in sizes],
+        population=args.population,
+        repeats=args.repeats,
+        with_pymc=not args.no_pymc,
+    )
+    print(_markdown(report))
+
+
+if __name__ == "__main__":
+    main()
