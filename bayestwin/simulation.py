@@ -664,6 +664,7 @@ class SimulationEngine:
         twin_count: int | None,
         confidence_level: float,
         dose_grid: Sequence[float] | None,
+        random_seed: int | None,
     ) -> int:
         if not isinstance(model, FittedTwinModel):
             raise TypeError(
@@ -682,6 +683,12 @@ class SimulationEngine:
             )
         if not (isinstance(confidence_level, float | int) and 0.0 < confidence_level < 1.0):
             raise ValueError(f"confidence_level must be in (0, 1), got {confidence_level!r}")
+        if random_seed is not None and (
+            isinstance(random_seed, bool)
+            or not isinstance(random_seed, int | np.integer)
+            or random_seed < 0
+        ):
+            raise ValueError(f"random_seed must be a non-negative integer, got {random_seed!r}")
         if dose_grid is not None:
             grid = np.asarray(list(dose_grid), dtype=float)
             if not np.all(np.isfinite(grid)) or (grid < 0).any():
@@ -747,7 +754,7 @@ class SimulationEngine:
         start = time.perf_counter()
         cfg = _check_config(intervention_type, intervention_config)
         count = self._check_inputs(
-            model, intervention_type, twin_count, confidence_level, dose_grid
+            model, intervention_type, twin_count, confidence_level, dose_grid, random_seed
         )
         seed = (
             int(np.random.SeedSequence().generate_state(1)[0])

@@ -568,6 +568,7 @@ def guarded(monkeypatch: pytest.MonkeyPatch) -> None:
             "differs from intervention_type",
         ),
         ({"dose_grid": [0.5, -1.0]}, "dose_grid"),
+        ({"random_seed": -1}, "random_seed"),
     ],
 )
 def test_bad_input_is_refused_before_work(tau_draws: np.ndarray, kwargs: dict, match: str) -> None:
