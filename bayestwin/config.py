@@ -31,6 +31,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -144,8 +145,8 @@ def _format_errors(exc: ValidationError, what: str) -> ConfigError:
 class Settings(BaseModel):
     """All bayestwin settings, flat.
 
-    Attributes mirror spec section 7 (``digital_twin:`` block) plus the ``statistics:``
-    and ``storage:`` blocks that bayestwin adds.
+    Attributes mirror spec section 7 (``digital_twin:`` block) plus the ``statistics:``,
+    ``storage:`` and ``api:`` blocks that bayestwin adds.
     """
 
     model_config = ConfigDict(
@@ -187,6 +188,11 @@ class Settings(BaseModel):
     database_url: str | None = None
     mlflow_tracking_uri: str | None = None
     data_dir: Path | None = None
+
+    # -- api -------------------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        None, description="Key the REST API asks for in the X-API-Key header; None: open."
+    )
 
     @model_validator(mode="after")
     def _check_relations(self) -> Self:
@@ -230,6 +236,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "statistics": ("power_alpha", "power_target", "min_validations_for_score"),
     "storage": ("database_url", "mlflow_tracking_uri", "data_dir"),
+    "api": ("api_key",),
 }
 
 
