@@ -9,7 +9,13 @@ simulation, power, fidelity) nor from the faces (tools, api, cli).
 * :mod:`bayestwin.store.db`: engines, sessions and :func:`upgrade`.
 * :mod:`bayestwin.store.repository`: :class:`TwinRepository`, the service layer that
   owns transactions and returns pydantic objects.
+* :mod:`bayestwin.store.registry`: MLflow runs, registered model versions and aliases.
+  The one exception to the import rule: it saves and loads the model directory of
+  :mod:`bayestwin.generator`. Its names are exported here but imported on first use,
+  so that ``import bayestwin.store`` does not import MLflow.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from bayestwin.store.db import (
     database_url,
@@ -32,21 +38,64 @@ from bayestwin.store.repository import (
     request_hash,
 )
 
+if TYPE_CHECKING:
+    from bayestwin.store.registry import (
+        RegisteredTwin,
+        load_fitted,
+        load_pyfunc,
+        log_fidelity,
+        log_fit,
+        model_info_from,
+        registered_model_name,
+        set_active,
+    )
+
+_REGISTRY_NAMES = frozenset(
+    {
+        "RegisteredTwin",
+        "load_fitted",
+        "load_pyfunc",
+        "log_fidelity",
+        "log_fit",
+        "model_info_from",
+        "registered_model_name",
+        "set_active",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the MLflow registry's names on first use."""
+    if name in _REGISTRY_NAMES:
+        from bayestwin.store import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "AlreadyExistsError",
     "InvalidStateError",
     "NoActiveModelError",
     "NotFoundError",
     "Page",
+    "RegisteredTwin",
     "SimilarSimulation",
     "SimulationRun",
     "StoreError",
     "TwinRepository",
     "config_distance",
     "database_url",
+    "load_fitted",
+    "load_pyfunc",
+    "log_fidelity",
+    "log_fit",
     "make_engine",
+    "model_info_from",
+    "registered_model_name",
     "request_hash",
     "session_factory",
+    "set_active",
     "temporary_database",
     "upgrade",
 ]
