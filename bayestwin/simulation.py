@@ -55,10 +55,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 import time
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -367,18 +368,45 @@ class EncodedUnits:
         return EncodedUnits(x=self.x[rows], segment=self.segment[rows])
 
 
-@functools.cache
-def _blas_controller() -> Any:
-    from threadpoolctl import ThreadpoolController
+class _BlasLimit:
+    """Process-wide BLAS thread limit shared by concurrent simulations.
 
-    return ThreadpoolController()
+    BLAS thread counts are process state. The first block to enter sets the limit and
+    the last to leave restores the original, so overlapping simulations in several
+    threads neither fight over the setting nor leave it changed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._limiter: Any = None
+
+    @functools.cached_property
+    def _controller(self) -> Any:
+        from threadpoolctl import ThreadpoolController
+
+        return ThreadpoolController()
+
+    @contextlib.contextmanager
+    def __call__(self, threads: int | None) -> Iterator[None]:
+        if threads is None:
+            yield
+            return
+        with self._lock:
+            if self._depth == 0:
+                self._limiter = self._controller.limit(limits=threads, user_api="blas")
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
 
 
-def _blas_threads(threads: int | None) -> contextlib.AbstractContextManager[Any]:
-    """Limit BLAS threads for the duration of a block (None: leave them alone)."""
-    if threads is None:
-        return contextlib.nullcontext()
-    return _blas_controller().limit(limits=threads, user_api="blas")
+_blas_threads = _BlasLimit()
 
 
 def effect_draws(

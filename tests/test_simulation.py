@@ -624,3 +624,25 @@ def test_engine_settings_checked() -> None:
         SimulationEngine(make_settings(), dtype=np.float16)
     with pytest.raises(ValueError, match="blas_threads"):
         SimulationEngine(make_settings(), blas_threads=0)
+
+
+def test_blas_threads_restored_after_concurrent_simulations(tau_draws: np.ndarray) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    engine = SimulationEngine(make_settings())
+    model = closed_form_model(tau_draws, n_units=3000)
+
+    def run(seed: int) -> float:
+        res = engine.simulate(model, "email_campaign", twin_count=3000, random_seed=seed)
+        return float(res.simulated_ate)  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, [1, 2, 1, 2]))
+    assert results[0] == results[2] and results[1] == results[3]
+    assert blas_threads() == before
