@@ -572,7 +572,7 @@ def log_fit(
         description += ": " + "; ".join(diag.reasons)
 
     with tempfile.TemporaryDirectory(prefix="bayestwin-mlflow-") as tmp, _fluent(uri):
-        model_dir = save_model(model, Path(tmp) / "model")
+        model_dir = save_model(model, Path(tmp) / "twin")
         code = Path(tmp) / "twin_pyfunc.py"
         code.write_text(_PYFUNC_CODE)
         with mlflow.start_run(
