@@ -212,7 +212,11 @@ def _client(uri: str) -> MlflowClient:
 
 @contextmanager
 def _fluent(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``uri`` for the duration of the block."""
+    """Point MLflow's process-wide tracking URI at ``uri`` for the duration of the block.
+
+    Runs, ``log_model`` and ``pyfunc.load_model`` read it, and so does MLflow 3.17's
+    registry store when it creates a version from a ``models:/m-...`` source.
+    """
     with _use_tracking_uri(uri):
         yield
 
@@ -536,6 +540,10 @@ def log_fit(
     InvalidStateError
         If ``activate`` is asked for a model that is not fit for use (the run and the
         version are recorded all the same).
+
+    Notes
+    -----
+    When the calling thread has an active MLflow run, the fit's run is nested under it.
     """
     uri = resolve_tracking_uri(tracking_uri)
     client = _client(uri)
