@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -165,28 +166,26 @@ def hcp_fit() -> Fit:
 def _recovery(s: SyntheticTwinData, model: FittedTwinModel) -> None:
     """True effects inside the 90% intervals.
 
-    Checked per intervention type on (a) the population ATE at intensity 1 and (b) the
-    segment-average link-scale effect; and (c) at least 70% of the individual
-    (type, segment) cells inside their 90% intervals (a 90% interval misses 10% of
-    cells by design, and cells are correlated).
+    Checked per intervention type on the population ATE at intensity 1 (every type
+    must be inside), and per (type, segment) on the segment's ATE: at least 70% of
+    those cells inside their 90% intervals (a 90% interval misses 10% of cells by
+    design, and small segments are pooled toward their type's mean). ATEs, not raw
+    coefficients, are compared: the model standardises features by their sample
+    moments, the truth by its own constants, so ``tau`` differs by ``gamma . z``.
     """
     post = model.posterior
     pop = s.population(BRAND)
-    bt = s.truth.brands[BRAND]
-    seg_order = [s.truth.segments.index(seg) for seg in post.encoder.segments]
-    true_tau = bt.tau[:, seg_order]
-    for k_i, k in enumerate(post.intervention_types):
-        assert k == s.truth.intervention_types[k_i]
-        draws = (post.expected_outcome(pop, k, 1.0) - post.expected_outcome(pop)).mean(axis=1)
-        lo, hi = np.quantile(draws, [0.05, 0.95])
+    inside = []
+    for k in post.intervention_types:
+        effect = post.expected_outcome(pop, k, 1.0) - post.expected_outcome(pop)
+        lo, hi = np.quantile(effect.mean(axis=1), [0.05, 0.95])
         true_ate = s.truth.ate(pop, k, 1.0).ate
         assert lo <= true_ate <= hi, (k, lo, true_ate, hi)
-        avg = post.tau[:, k_i, :].mean(axis=1)
-        lo, hi = np.quantile(avg, [0.05, 0.95])
-        assert lo <= true_tau[k_i].mean() <= hi, (k, lo, true_tau[k_i].mean(), hi)
-    lo, hi = np.quantile(post.tau, [0.05, 0.95], axis=0)
-    inside = (true_tau >= lo) & (true_tau <= hi)
-    assert inside.mean() >= 0.7, inside
+        for seg in post.encoder.segments:
+            m = (pop["segment"] == seg).to_numpy()
+            lo, hi = np.quantile(effect[:, m].mean(axis=1), [0.05, 0.95])
+            inside.append(lo <= s.truth.ate(pop[m], k, 1.0).ate <= hi)
+    assert np.mean(inside) >= 0.7, inside
 
 
 def test_recovery_bernoulli(hcp_fit: Fit) -> None:
@@ -211,12 +210,18 @@ def test_partial_pooling_shrinks_small_segment() -> None:
     df = s.data
     seg_counts = df.groupby("segment")["unit_id"].nunique()
     small_seg = seg_counts.idxmin()
-    keep_units = df.loc[df["segment"] == small_seg, "unit_id"].drop_duplicates().iloc[:12]
-    df = df[(df["segment"] != small_seg) | df["unit_id"].isin(keep_units)]
+    k = sorted(s.truth.intervention_types)[0]
+    units = df[df["segment"] == small_seg].drop_duplicates("unit_id")
+    keep = pd.concat(
+        [
+            units.loc[units["intervention_type"] == k, "unit_id"].iloc[:6],
+            units.loc[units["intervention_type"] == "", "unit_id"].iloc[:6],
+        ]
+    )
+    df = df[(df["segment"] != small_seg) | df["unit_id"].isin(keep)]
     model = TwinGenerator(_spec(s)).fit(df, keep_trace=False)
     post = model.posterior
-    k_i = 0
-    k = post.intervention_types[k_i]
+    k_i = post.intervention_types.index(k)
     seg_i = post.encoder.segments.index(small_seg)
     sub = df[df["segment"] == small_seg]
     treated = sub[(sub["intervention_type"] == k)]
@@ -241,9 +246,8 @@ def test_diagnostics_gate_blocks_a_poor_fit() -> None:
     assert model.diagnostics.reasons
     with pytest.raises(ModelNotUsableError, match="not fit for use"):
         model.require_usable()
-    forced = TwinGenerator(_spec(s, sampler=poor)).fit(
-        s.data, keep_trace=False, override_diagnostics=True
-    )
+    forced = dataclasses.replace(model, override_diagnostics=True)
+    assert forced.fit_for_use
     forced.require_usable()
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: fit and simulation performance, written as JSON and markdown reports."""

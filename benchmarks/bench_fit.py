@@ -1,0 +1,222 @@
+"""Fit benchmark: bayestwin's default fit against the same model written plainly.
+
+The reference workload is a synthetic HCP history of 20,000 rows (2,000 units x 10
+periods), 10 segments, 3 intervention types and 8 covariates (6 numeric features and a
+3-level categorical), with a bernoulli outcome. Every contender fits the *same*
+hierarchical model with 4 chains x 1,000 tuning + 1,000 draws on 2 cores:
+
+* ``bayestwin``: the default fit (rows collapsed into binomial counts, nutpie);
+* ``plain_pymc``: one likelihood term per row, ``pm.sample(nuts_sampler="pymc")``;
+* ``plain_nutpie``: one likelihood term per row, ``pm.sample(nuts_sampler="nutpie")``
+  (PyMC 6's default NUTS when nutpie is installed).
+
+A scale run fits bayestwin's default on a 100,000-row panel (10,000 units x 10 periods).
+Each fit runs in its own process, so wall time includes compilation and peak memory is
+that process's own (resident set, including sampler worker processes).
+
+Run ``python -m benchmarks.bench_fit --out reports/benchmark``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+CASES: dict[str, dict[str, Any]] = {
+    "bayestwin": {"units": 2000, "periods": 10, "mode": "bayestwin"},
+    "plain_pymc": {"units": 2000, "periods": 10, "mode": "plain", "sampler": "pymc"},
+    "plain_nutpie": {"units": 2000, "periods": 10, "mode": "plain", "sampler": "nutpie"},
+    "bayestwin_100k": {"units": 10000, "periods": 10, "mode": "bayestwin"},
+}
+
+
+def reference_data(units: int, periods: int, seed: int = 11) -> Any:
+    """The reference workload's synthetic history."""
+    from bayestwin.synthetic import generate_synthetic_twin_data
+
+    return generate_synthetic_twin_data(
+        "hcp",
+        n_units=units,
+        n_periods=periods,
+        brands=("Kisqali",),
+        n_segments=10,
+        n_numeric=6,
+        n_categorical=1,
+        n_intervention_types=3,
+        random_seed=seed,
+    )
+
+
+def _peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024.0
+
+
+def run_case(name: str) -> dict[str, Any]:
+    """Fit one case in this process and return its measurements."""
+    import numpy as np
+
+    from bayestwin.generator import (
+        DiagnosticThresholds,
+        SamplerSettings,
+        TwinGenerator,
+        compute_diagnostics,
+        default_spec,
+    )
+
+    case = CASES[name]
+    data = reference_data(case["units"], case["periods"])
+    sampler = SamplerSettings(cores=2, progressbar=False, random_seed=1)
+    spec = default_spec(
+        "hcp",
+        "Kisqali",
+        family="bernoulli",
+        numeric_features=data.numeric_features,
+        categorical_features=data.categorical_features,
+        sampler=sampler,
+        collapse=case["mode"] == "bayestwin",
+    )
+    t0 = time.perf_counter()
+    if case["mode"] == "bayestwin":
+        model = TwinGenerator(spec).fit(data.data, keep_trace=False)
+        wall = time.perf_counter() - t0
+        diag = model.diagnostics
+        rows = model.provenance["n_likelihood_rows"]
+    else:
+        import pymc as pm
+
+        pm_model = TwinGenerator(spec).build_model(data.data)
+        with pm_model:
+            trace = pm.sample(
+                draws=1000,
+                tune=1000,
+                chains=4,
+                cores=2,
+                random_seed=1,
+                progressbar=False,
+                nuts_sampler=case["sampler"],
+                compute_convergence_checks=False,
+            )
+        wall = time.perf_counter() - t0
+        diag = compute_diagnostics(trace, DiagnosticThresholds())
+        rows = len(data.data)
+    return {
+        "case": name,
+        "rows": int(len(data.data)),
+        "likelihood_rows": int(rows),
+        "wall_s": wall,
+        "min_ess_bulk": diag.min_ess_bulk,
+        "min_ess_tail": diag.min_ess_tail,
+        "min_ess_bulk_per_s": diag.min_ess_bulk / wall,
+        "max_r_hat": diag.max_r_hat,
+        "divergences": diag.divergences,
+        "min_bfmi": diag.min_bfmi,
+        "peak_rss_mb": _peak_rss_mb(),
+        "numpy": np.__version__,
+    }
+
+
+def _run_in_subprocess(name: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_fit", "--case", name],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(out_dir: str | Path, cases: list[str] | None = None) -> dict[str, Any]:
+    """Run every case (each in a fresh process) and write JSON and markdown reports.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Directory for ``fit.json`` and ``fit.md``.
+    cases : list of str, optional
+        Subset of :data:`CASES` (default: all).
+
+    Returns
+    -------
+    dict
+        The report.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name in cases or list(CASES):
+        print(f"[bench_fit] {name} ...", file=sys.stderr, flush=True)
+        results[name] = _run_in_subprocess(name)
+        print(f"[bench_fit] {name}: {results[name]['wall_s']:.1f} s", file=sys.stderr)
+    report: dict[str, Any] = {"results": results, "ratios": {}, "checks": {}}
+    ours = results.get("bayestwin")
+    for other in ("plain_pymc", "plain_nutpie"):
+        if ours and other in results:
+            report["ratios"][f"ess_per_s_vs_{other}"] = (
+                ours["min_ess_bulk_per_s"] / results[other]["min_ess_bulk_per_s"]
+            )
+    if ours and "plain_pymc" in results:
+        report["checks"]["ess_per_s_at_least_5x_plain_pymc"] = (
+            report["ratios"]["ess_per_s_vs_plain_pymc"] >= 5.0
+        )
+    if ours:
+        report["checks"]["r_hat_le_1.01"] = ours["max_r_hat"] <= 1.01
+        report["checks"]["zero_divergences"] = ours["divergences"] == 0
+    big = results.get("bayestwin_100k")
+    if big and "plain_pymc" in results:
+        report["checks"]["100k_faster_than_plain_pymc_20k"] = (
+            big["wall_s"] < results["plain_pymc"]["wall_s"]
+        )
+    (out / "fit.json").write_text(json.dumps(report, indent=2))
+    (out / "fit.md").write_text(to_markdown(report))
+    return report
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """Render the fit report as a markdown table."""
+    lines = [
+        "# Fit benchmark",
+        "",
+        "Hierarchical bernoulli twin model; 4 chains x 1,000 tune + 1,000 draws, 2 cores.",
+        "Wall time includes compilation. ESS/s is the minimum bulk ESS over wall time.",
+        "",
+        "| case | rows | likelihood rows | wall (s) | min ESS bulk | ESS/s | max r_hat "
+        "| divergences | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"].values():
+        lines.append(
+            f"| {r['case']} | {r['rows']:,} | {r['likelihood_rows']:,} | {r['wall_s']:.1f} "
+            f"| {r['min_ess_bulk']:.0f} | {r['min_ess_bulk_per_s']:.2f} | {r['max_r_hat']:.4f} "
+            f"| {r['divergences']} | {r['peak_rss_mb']:.0f} |"
+        )
+    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in report["ratios"].items()]
+    lines += ["", "| check | holds |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in report["checks"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="reports/benchmark")
+    parser.add_argument("--case", choices=list(CASES), help="run one case here, print JSON")
+    parser.add_argument("--cases", nargs="*", choices=list(CASES))
+    args = parser.parse_args(argv)
+    if args.case:
+        print(json.dumps(run_case(args.case)))
+        return
+    report = run(args.out, args.cases)
+    print(to_markdown(report))
+
+
+if __name__ == "__main__":
+    main()
