@@ -29,3 +29,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "bayestwin")
+
+
+@nox.session(python=PYTHON)
+def benchmark(session: nox.Session) -> None:
+    """Benchmark fitting and simulation against plain PyMC; reports under reports/benchmark."""
+    session.install(".[jax]")
+    session.run("python", "-m", "benchmarks.run", "--out", "reports/benchmark", *session.posargs)
