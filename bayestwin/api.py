@@ -335,10 +335,12 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip.")]
 
 
-def _router(api_key: str | None) -> APIRouter:
-    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+ApiKey = Annotated[str | None, Security(_key_header)]
 
-    def check_key(key: Annotated[str | None, Security(header)] = None) -> None:
+
+def _router(api_key: str | None) -> APIRouter:
+    def check_key(key: ApiKey = None) -> None:
         if api_key is None:
             return
         if key is None or not hmac.compare_digest(key.encode(), api_key.encode()):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -190,21 +191,23 @@ class DemoSize(BaseModel):
     chains: int
     target_accept: float
     twin_count: int
+    experiment_n_per_arm: int
 
 
 DEMO_SIZES: dict[str, DemoSize] = {
     "full": DemoSize(
-        n_units=500,
-        n_periods=4,
+        n_units=2000,
+        n_periods=2,
         n_segments=4,
         n_numeric=3,
         n_categorical=1,
         n_intervention_types=4,
-        draws=1500,
+        draws=1000,
         tune=1000,
         chains=4,
         target_accept=0.95,
-        twin_count=5000,
+        twin_count=10_000,
+        experiment_n_per_arm=20_000,
     ),
     "quick": DemoSize(
         n_units=200,
@@ -218,6 +221,7 @@ DEMO_SIZES: dict[str, DemoSize] = {
         chains=2,
         target_accept=0.9,
         twin_count=2000,
+        experiment_n_per_arm=5000,
     ),
 }
 
@@ -235,8 +239,10 @@ def run_demo(
     For each twin type: draw a synthetic history, fit and register a model (activated;
     a fit that misses the diagnostics gate is registered with an override and the
     report says so), simulate every intervention type, run a "real" randomised
-    experiment of each from the ground truth (sized by the simulation's classic sample
-    size), register its result, and validate the simulation against it by id.
+    experiment of each from the ground truth (large, so that its own noise stays small
+    beside the twins' error), register its result, and validate the simulation against
+    it by id. The sample sizes in the report are what the twins recommend for a real
+    test; the "real" experiments are drawn from the ground truth independently.
 
     Parameters
     ----------
@@ -324,10 +330,12 @@ def run_demo(
             sim = service.simulate(request)
             units = population[eligible_mask(population, sim.intervention_config.target)]
             truth = syn.truth.ate(units, kind, sim.intervention_config.intensity)
-            classic = sim.sample_size.classic_n_per_arm if sim.sample_size else None
-            n_arm = int(min(max(classic or 1000, 500), 20_000))
             frame = syn.truth.run_experiment(
-                units, kind, 1.0, n_per_arm=n_arm, random_seed=seed * 1000 + 10 * i + j
+                units,
+                kind,
+                sim.intervention_config.intensity,
+                n_per_arm=size.experiment_n_per_arm,
+                random_seed=seed * 1000 + 10 * i + j,
             )
             experiment_id = f"demo-{twin_type.value}-{kind}-{sim.simulation_id.hex[:8]}"
             outcome = outcome_from_frame(
@@ -379,7 +387,9 @@ def _demo_text(report: dict[str, Any]) -> str:
         gate = (
             "diagnostics passed"
             if diag.get("passed")
-            else f"diagnostics FAILED, overridden for the demo: {model['diagnostics_reason']}"
+            else "diagnostics FAILED ("
+            + "; ".join(diag.get("reasons", []))
+            + "), overridden for the demo"
         )
         lines.append(
             f"{block['twin_type'].upper()} twins ({block['outcome_family']} outcome): model "
@@ -402,7 +412,8 @@ def _demo_text(report: dict[str, Any]) -> str:
                     _num(sim.get("prob_effect_above_threshold"), ".2f"),
                     str(sim["recommendation"]),
                     f"{_int(ss.get('classic_n_per_arm'))} / {_int(ss.get('assurance_n_per_arm'))}"
-                    f" / {_int(ss.get('covariate_adjusted_n_per_arm'))}",
+                    f" / {_int(ss.get('covariate_adjusted_n_per_arm'))}"
+                    + (" (capped)" if ss.get("capped") else ""),
                     f"{_num(exp['actual_ate'], '.4g', True)} ± {_num(exp['actual_se'], '.2g')}"
                     f" (n={exp['n_treatment']}/arm)",
                     str(val["fidelity_grade"]),
@@ -431,8 +442,11 @@ def _demo_text(report: dict[str, Any]) -> str:
         lines.append(f"  {score_text}{warn}")
         lines.append("")
     lines.append(
-        "deploy = run the real test (sized as shown); skip = predicted effect below the "
-        "threshold; refine = redesign and simulate again."
+        "deploy = run the real test (sized as shown, per arm; capped = limited by the "
+        "eligible population); skip = predicted effect below the threshold; refine = "
+        "redesign and simulate again. True ATE: from the ground truth the data were drawn "
+        "from. Real experiments: randomised draws from that truth; grade = the twins' "
+        "error against them."
     )
     lines.append(
         f"Done in {report['wall_seconds']:.0f} s. Data in {report['data_dir']} "
@@ -584,8 +598,15 @@ def _simulations_text(items: list[SimulationResult], total: int) -> str:
 # -- commands ----------------------------------------------------------------------------
 
 
+def _quiet_libraries() -> None:
+    """Keep PyMC's and MLflow's progress chatter out of the command's output."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("pymc", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    logging.getLogger("pymc").setLevel(logging.WARNING)
 
     def progress(line: str) -> None:
         err.write(line + "\n")
@@ -631,7 +652,6 @@ def _cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             progressbar=False,
         ),
     )
-    logging.getLogger("pymc").setLevel(logging.WARNING)
     err.write(
         f"fitting {args.brand}/{twin_type.value} on {len(history)} rows "
         f"({args.chains} chains x {args.draws} draws) ...\n"
@@ -998,6 +1018,7 @@ def main(
     except SystemExit as exc:  # --help, or argparse's own usage error (status 2)
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USER_ERROR
     args.json = getattr(args, "json", False)
+    _quiet_libraries()
     try:
         return int(args.handler(args, out, err))
     except KeyboardInterrupt:

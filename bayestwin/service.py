@@ -591,7 +591,7 @@ class TwinService:
             raise
         with self._models_lock:
             self._models[stored.model_id] = fitted
-        if activate:
+        if activate and stored.mlflow_run_id:
             self._registry_call("set_active", stored)
         return stored
 
@@ -692,7 +692,8 @@ class TwinService:
                 "be activated; refit it, or register it with override_diagnostics=True"
             )
         stored = self.repository.set_active_model(info.model_id)
-        self._registry_call("set_active", stored)
+        if stored.mlflow_run_id:
+            self._registry_call("set_active", stored)
         return stored
 
     def get_model(self, model_id: uuid.UUID | str) -> TwinModelInfo:
@@ -1124,7 +1125,8 @@ class TwinService:
         stored = self.repository.record_validation(result)
         if self._registry is not None:
             model = self.repository.get_model(simulation.model_id)
-            self._registry_call("log_fidelity", model, stored, len(history))
+            if model.mlflow_run_id:
+                self._registry_call("log_fidelity", model, stored, len(history))
         return stored
 
     def model_fidelity(
