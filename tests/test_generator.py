@@ -346,3 +346,17 @@ def test_fit_all_fits_every_brand() -> None:
     models = fit_all(s.data, base=base, keep_trace=False)
     assert sorted(b for b, _ in models) == ["A", "B"]
     assert models[("B", "hcp")].brand == "B"
+
+
+@pytest.mark.parametrize("backend", ["pymc", "numpyro"])
+def test_other_backends_fit(backend: str) -> None:
+    """PyMC's own NUTS and numpyro are options; plumbing only (tiny draws)."""
+    if backend == "numpyro":
+        pytest.importorskip("numpyro", reason="numpyro comes with the [jax] extra")
+    s = _data(n_units=80, n_periods=2, n_segments=2, n_numeric=2, n_categorical=0)
+    sampler = SamplerSettings(
+        backend=backend, draws=20, tune=20, chains=2, cores=1, progressbar=False
+    )
+    model = TwinGenerator(_spec(s, sampler=sampler)).fit(s.data, keep_trace=False)
+    assert model.posterior.n_draws == 40
+    assert model.provenance["sampler"] == backend
