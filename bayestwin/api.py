@@ -40,6 +40,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bayestwin import __version__
@@ -264,6 +265,17 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(SimulationTimeoutError)
     async def _timeout(request: Request, exc: SimulationTimeoutError) -> JSONResponse:
         return _problem(request, 504, "timeout", "Simulation timed out", str(exc))
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        return _problem(
+            request,
+            422,
+            "invalid-input",
+            "Invalid input",
+            "a value in the request cannot be stored or compared by the database "
+            "(e.g. a NUL character in a string)",
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -197,7 +197,7 @@ class DemoSize(BaseModel):
 DEMO_SIZES: dict[str, DemoSize] = {
     "full": DemoSize(
         n_units=2000,
-        n_periods=2,
+        n_periods=6,
         n_segments=4,
         n_numeric=3,
         n_categorical=1,

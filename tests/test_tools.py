@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from test_service import BRAND, make_settings, truth_model
 
@@ -26,6 +25,8 @@ from bayestwin.tools import (
     validate_twin_fidelity,
 )
 from bayestwin.vocabulary import SimulationStatus
+
+jsonschema = pytest.importorskip("jsonschema")
 
 GOOD: dict[str, Any] = {
     "intervention_type": "email_campaign",
@@ -117,6 +118,7 @@ def test_missing_required_parameter_is_named(
     args = {k: v for k, v in GOOD.items() if k != "brand"}
     with pytest.raises(jsonschema.ValidationError, match="'brand' is a required property"):
         jsonschema.validate(args, schemas["simulate_intervention"]["parameters"])
+    pytest.importorskip("langchain_core")
     (tool, _) = as_langchain_tools(world[0])
     out = tool.invoke(args)
     assert out["error"]["type"] == "invalid_input" and out["error"]["field"] == "brand"
@@ -225,6 +227,7 @@ def test_validate_errors_name_the_field(
 
 
 def test_langchain_tools(world: tuple[TwinService, SyntheticTwinData]) -> None:
+    pytest.importorskip("langchain_core")
     service, _ = world
     simulate, validate = as_langchain_tools(service)
     assert simulate.name == "simulate_intervention" and validate.name == "validate_twin_fidelity"
