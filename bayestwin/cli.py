@@ -490,7 +490,8 @@ def _simulation_text(sim: SimulationResult) -> str:
         lines.append(
             f"  sample size per arm: classic {_int(ss.classic_n_per_arm)}, assurance "
             f"{_int(ss.assurance_n_per_arm)}, covariate-adjusted "
-            f"{_int(ss.covariate_adjusted_n_per_arm)} (eligible {_int(ss.eligible_population)})"
+            f"{_int(ss.covariate_adjusted_n_per_arm)} (eligible {_int(ss.eligible_population)}"
+            + (", capped)" if ss.capped else ")")
         )
     for tip in sim.refine_suggestions:
         lines.append(f"  - {tip}")

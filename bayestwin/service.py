@@ -935,7 +935,9 @@ class TwinService:
         future.add_done_callback(_log_failure)
         if on_done is not None:
             future.add_done_callback(on_done)
-        return pending
+        return pending.model_copy(
+            update={"fidelity_warning": prep.warning, "fidelity_warning_reason": prep.reason}
+        )
 
     def simulate(
         self,
