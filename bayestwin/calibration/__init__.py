@@ -1,0 +1,152 @@
+"""Calibration on synthetic worlds: does the twin model recover known effects.
+
+A *world* is one synthetic history drawn by
+:func:`bayestwin.synthetic.generate_synthetic_twin_data` with its own seed, twin type,
+outcome family, true effects, segment sizes, intervention-type frequencies and
+assignment (random or confounded). In each world (:func:`run_world`):
+
+1. fit the twin model (:class:`bayestwin.generator.TwinGenerator`);
+2. for every intervention type, simulate it at intensity 1 on twins drawn from the
+   brand's population (:class:`bayestwin.simulation.SimulationEngine`);
+3. compute the true ATE of *those same twins* from the ground truth
+   (``truth.ate(twins, k, 1.0)``), overall and per segment;
+4. estimate the same ATEs with the baselines (below) on the same history and twins.
+
+:func:`summarize` turns the records of many worlds into the report: coverage of the
+50%, 80% and 95% equal-tailed intervals of the population ATE (computed from the
+simulation's ``ate_draws``) with Wilson intervals; relative and absolute errors;
+decision quality; the power of the recommended sample size against the true effect;
+simulation-based calibration ranks; the baselines side by side; and breakdowns by
+intervention-type frequency and segment size. Confounded worlds are reported apart.
+
+The rules, in one place
+-----------------------
+
+**Primary target.** Each world names one intervention type at random as its primary
+target; the acceptance numbers use one interval per world (independent across worlds).
+Tables "over all types" pool every (world, type) pair (dependent within a world).
+
+**Relative error** is fidelity's rule (:func:`bayestwin.fidelity.prediction_error`)::
+
+    |estimate - true ATE| / max(|true ATE|, min_effect_threshold * |true control mean|)
+
+so near a zero effect the error is measured in units of the smallest lift worth acting
+on (5% of the control mean by default). The point estimate of the twin model is the
+simulation's ``simulated_ate`` (posterior median). **Absolute error** is reported in
+lift points: ``|estimate - true ATE| / |true control mean|``.
+
+**Decision quality.** The true lift is ``true ATE / true control mean``. "False deploy"
+is the share of deploy recommendations among (world, target) pairs whose true lift is
+below ``min_effect_threshold``; "false skip" the share of skips among those whose true
+lift reaches it. The engine's recommendation also refines when the needed sample
+exceeds the eligible population; the *threshold rule* (``decide`` on
+``P(lift > threshold)`` alone) is what the baselines are compared with. A baseline's
+``P(lift > threshold)`` is the normal approximation
+``Phi((ate - threshold * |control mean|) / se)``.
+
+**Sample-size adequacy.** For every deploy, the power of the recommended ``n`` per arm
+(classic, assurance and twin-covariate-adjusted) to detect the *true* effect, computed
+with :func:`bayestwin.power.directional_power` and the true total outcome variances of
+the twins (for the covariate-adjusted ``n``, the variance times ``1 - rho**2`` with the
+true prognostic ``rho**2``). The target is ``power_target`` (0.8).
+
+**Simulation-based calibration, reduced** (Talts et al. 2018). In the ``prior`` worlds
+the effect parameters are drawn from the model's prior (:func:`prior_effects`):
+``mu_tau ~ Normal(0, effect_mean_sd)``, ``sigma_type`` and ``sigma_seg`` from their
+``Gamma(2, 2 / scale)`` priors, zero-sum type deviations, ``gamma ~ Normal(0,
+interaction_sd)`` on every numeric feature and ``log(dose rate) ~ Normal(0,
+dose_log_rate_sd)``. The rank of the true ATE among ``L = 99`` posterior draws thinned
+evenly from the ``ate_draws`` is then uniform on ``{0, ..., L}`` when the posterior is
+calibrated; :func:`rank_uniformity` tests it with a chi-square test on 10 equal bins
+and a Kolmogorov-Smirnov test on ``(rank + 0.5) / (L + 1)``. The simplifications:
+only the effect parameters come from the prior; the intercepts, coefficients, feature
+distribution and assignment come from the generator's own distributions (narrower than
+the prior and well identified by the data); the generator's segment deviations are iid
+rather than zero-sum (so each type mean carries an extra ``Normal(0, sigma_seg**2 /
+S)`` term); the generator standardises interacting features with its own location and
+scale, the model with the sample's. Only bernoulli, poisson and negative binomial worlds
+take part (the gaussian model's effects live on a standardised scale the generator does
+not share). Ranks of all intervention types of a world are pooled.
+
+**Baselines** (:mod:`bayestwin.calibration.baselines`): a no-pooling GLM, a
+complete-pooling GLM, the naive difference in means and, when econml is installed,
+EconML's ``LinearDML``, each on the same history and twins; their intervals are normal.
+
+Layout: :mod:`~bayestwin.calibration.stats` (interval hits, Wilson coverage, SBC ranks;
+NumPy and SciPy only), :mod:`~bayestwin.calibration.baselines`,
+:mod:`~bayestwin.calibration.worlds` (configurations, one world, many in parallel) and
+:mod:`~bayestwin.calibration.report` (summary, markdown, JSON, plots). Run the whole
+thing with ``python -m benchmarks.calibration`` (``nox -s calibration``).
+"""
+
+from __future__ import annotations
+
+from bayestwin.calibration.baselines import (
+    BaselineEstimate,
+    GlmFit,
+    UnitData,
+    complete_pooling_glm,
+    fit_glm,
+    linear_dml,
+    naive_difference,
+    no_pooling_glm,
+    unit_data,
+)
+from bayestwin.calibration.report import (
+    COVERAGE_TARGETS,
+    MEDIAN_ERROR_TARGET,
+    METHODS,
+    summarize,
+    to_markdown,
+    write_plots,
+    write_report,
+)
+from bayestwin.calibration.stats import (
+    COVERAGE_LEVELS,
+    coverage_summary,
+    interval_hits,
+    normal_hits,
+    rank_uniformity,
+    sbc_rank,
+)
+from bayestwin.calibration.worlds import (
+    CalibrationRun,
+    RunSettings,
+    WorldConfig,
+    draw_world_configs,
+    prior_effects,
+    run_calibration,
+    run_world,
+)
+
+__all__ = [
+    "COVERAGE_LEVELS",
+    "COVERAGE_TARGETS",
+    "MEDIAN_ERROR_TARGET",
+    "METHODS",
+    "BaselineEstimate",
+    "CalibrationRun",
+    "GlmFit",
+    "RunSettings",
+    "UnitData",
+    "WorldConfig",
+    "complete_pooling_glm",
+    "coverage_summary",
+    "draw_world_configs",
+    "fit_glm",
+    "interval_hits",
+    "linear_dml",
+    "naive_difference",
+    "no_pooling_glm",
+    "normal_hits",
+    "prior_effects",
+    "rank_uniformity",
+    "run_calibration",
+    "run_world",
+    "sbc_rank",
+    "summarize",
+    "to_markdown",
+    "unit_data",
+    "write_plots",
+    "write_report",
+]
