@@ -17,7 +17,7 @@ PASS_THROUGH_ENV = ("BAYESTWIN_TEST_POSTGRES_URL",)
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite on the installed package (pytest options after ``--``)."""
-    session.install(".[test,api,jax]")
+    session.install(".[test,api,jax,agents]")
     env = {name: os.environ[name] for name in PASS_THROUGH_ENV if os.environ.get(name)}
     session.run("pytest", "-n", "2", *session.posargs, env=env)
 

@@ -152,6 +152,13 @@ class TwinModelSpec(BaseModel):
     intensity_column: str = "intensity"
     min_rows: int = Field(50, gt=0, description="Fewer rows than this is refused.")
     collapse: bool = Field(True, description="Collapse rows sharing a design.")
+    intercept_parameterization: Literal["auto", "centred", "non_centred"] = Field(
+        "auto",
+        description=(
+            "Segment intercepts: centred suits segments rich in data, non-centred sparse "
+            "ones; 'auto' picks by the data (see TwinGenerator)."
+        ),
+    )
     priors: TwinPriors = Field(default_factory=TwinPriors)
     sampler: SamplerSettings = Field(default_factory=SamplerSettings)
     thresholds: DiagnosticThresholds = Field(default_factory=DiagnosticThresholds)
@@ -421,8 +428,34 @@ class TwinGenerator:
             "outcome_loc": outcome_loc,
             "outcome_scale": outcome_scale,
             "center": _link_of_mean(spec.family, float(y_all.mean())),
+            "centred_intercepts": self._centred_intercepts(df),
             "n_rows": len(df),
         }
+
+    def _centred_intercepts(self, df: pd.DataFrame) -> bool:
+        """Whether to centre the segment intercepts.
+
+        A centred hierarchy samples well when the data pin every segment's intercept
+        down far more tightly than the prior spreads them; a non-centred one when they
+        do not (Betancourt and Girolami, 2015). ``"auto"`` compares the approximate
+        likelihood sd of each segment's intercept, ``1 / sqrt(n_s * w)`` with ``w`` the
+        family's weight at the mean outcome (``p (1 - p)`` for bernoulli, the mean for
+        counts, 1 for the standardised gaussian), with half the prior scale of the
+        segment deviations, and centres only when every segment is below it.
+        """
+        choice = self.spec.intercept_parameterization
+        if choice != "auto":
+            return choice == "centred"
+        y = df[self.spec.outcome].to_numpy(dtype=float)
+        ybar = float(y.mean())
+        weight = {
+            "bernoulli": ybar * (1 - ybar),
+            "poisson": ybar,
+            "neg_binomial": ybar,
+        }.get(self.spec.family, 1.0)
+        n_min = int(df.groupby(self.spec.segment_column).size().min())
+        sd = 1.0 / np.sqrt(max(n_min * weight, 1e-12))
+        return bool(sd < 0.5 * self.spec.priors.segment_sd)
 
     def build_model(self, history: pd.DataFrame) -> Any:
         """Return the PyMC model for ``history`` (validated), without sampling.
@@ -451,8 +484,11 @@ class TwinGenerator:
         with pm.Model(coords=coords) as model:
             mu_a = pm.Normal("mu_a", d["center"], pr.intercept_sd)
             sigma_a = _scale_prior(pm, "sigma_a", pr.segment_sd)
-            z_a = _zero_sum(pm, "z_a", ("segment",), coords)
-            a = pm.Deterministic("a", mu_a + sigma_a * z_a, dims="segment")
+            if d["centred_intercepts"]:
+                a = pm.Normal("a", mu_a, sigma_a, dims="segment")
+            else:
+                z_a = _zero_sum(pm, "z_a", ("segment",), coords)
+                a = pm.Deterministic("a", mu_a + sigma_a * z_a, dims="segment")
             beta = pm.Normal("beta", 0.0, pr.beta_sd, dims="feature")
 
             mu_tau = pm.Normal("mu_tau", 0.0, pr.effect_mean_sd)

@@ -360,3 +360,13 @@ def test_other_backends_fit(backend: str) -> None:
     model = TwinGenerator(_spec(s, sampler=sampler)).fit(s.data, keep_trace=False)
     assert model.posterior.n_draws == 40
     assert model.provenance["sampler"] == backend
+
+
+def test_intercept_parameterization_follows_the_data() -> None:
+    """'auto' centres the segment intercepts only when every segment is rich in data."""
+    rich = _data(n_units=2000, n_periods=5, n_segments=3)
+    sparse = _data(n_units=60, n_periods=1, n_segments=3)
+    assert "z_a" not in TwinGenerator(_spec(rich)).build_model(rich.data).named_vars
+    assert "z_a" in TwinGenerator(_spec(sparse)).build_model(sparse.data).named_vars
+    forced = _spec(rich, intercept_parameterization="non_centred")
+    assert "z_a" in TwinGenerator(forced).build_model(rich.data).named_vars
