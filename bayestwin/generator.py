@@ -14,15 +14,22 @@ The model for one (brand, twin type) is the hierarchical GLM of DESIGN.md::
   (a learned scale would add a funnel that costs far more ESS than it buys);
 * ``g(s) = (1 - exp(-rate s)) / (1 - exp(-rate))``: monotone dose-response with
   ``g(0) = 0`` and ``g(1) = 1``, so ``tau`` is the effect at intensity 1;
-* every hierarchy is non-centred, with zero-sum standardised deviations so that the
-  group means are identified on their own.
+* the effect hierarchies are non-centred, with zero-sum standardised deviations so
+  that the group means are identified on their own; the segment intercepts are
+  non-centred too unless every segment is rich in data, when the centred form
+  ``a[seg] ~ Normal(mu_a, sigma_a)`` samples far better (``intercept_parameterization``);
+* hierarchical scales get boundary-avoiding ``Gamma(2, 2 / scale)`` priors, which keep
+  the sampler out of the funnel at zero when there are few groups.
 
 Fitting is made fast by collapsing rows that share a design (the same segment,
 features, intervention and intensity, for example one unit over many periods) into
 sufficient statistics: a binomial count for bernoulli outcomes, a Poisson (or negative
 binomial) total for counts, and the group mean plus the within-group sum of squares for
 gaussian outcomes. The likelihood is the same up to a constant; N shrinks by the number
-of periods.
+of periods. (For negative binomial outcomes the total is not sufficient, so rows are
+collapsed by design and outcome value, with the multiplicity as a weight.) nutpie, the
+default backend, is called directly with its compiled numba model; numpyro and PyMC's
+own NUTS go through ``pm.sample``.
 
 The assumption behind every effect is conditional ignorability: given the features and
 the segment, who was treated is unrelated to the potential outcomes. The fidelity
