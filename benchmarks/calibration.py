@@ -27,9 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="reports/calibration", help="output directory")
     p.add_argument("--worlds", type=int, default=150, help="number of worlds")
-    p.add_argument(
-        "--confounded-share", type=float, default=1 / 3, help="share of confounded worlds"
-    )
+    p.add_argument("--confounded-share", type=float, default=0.3, help="share of confounded worlds")
     p.add_argument("--seed", type=int, default=20240, help="seed of the world configurations")
     p.add_argument("--draws", type=int, default=500, help="posterior draws per chain")
     p.add_argument("--tune", type=int, default=500, help="tuning steps per chain")

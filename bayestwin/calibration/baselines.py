@@ -283,10 +283,12 @@ def _glm_baseline(
     seg_rows = data.segment_dummies(rows)
     feat_rows = data.features(rows)
     itype = rows["intervention_type"].astype(str).to_numpy()
-    n_t = len(types) * (n_seg if per_segment else 1)
+    # every treated type gets its columns, so no treated unit passes for a control
+    all_types = sorted(set(itype) - {""})
+    n_t = len(all_types) * (n_seg if per_segment else 1)
     treat = np.zeros((len(rows), n_t))
     seg_idx = seg_rows.argmax(axis=1)
-    for j, kind in enumerate(types):
+    for j, kind in enumerate(all_types):
         mask = itype == kind
         col = j * n_seg + seg_idx[mask] if per_segment else np.full(mask.sum(), j)
         treat[np.flatnonzero(mask), col] = 1.0
@@ -298,7 +300,11 @@ def _glm_baseline(
     twin_seg_idx = twin_seg.argmax(axis=1)
     base = np.hstack([twin_seg, data.features(twins), np.zeros((len(twins), n_t))])
     out: dict[str, dict[str, BaselineEstimate]] = {}
-    for j, kind in enumerate(types):
+    for kind in types:
+        if kind not in all_types:
+            out[kind] = dict.fromkeys(groups, _MISSING)
+            continue
+        j = all_types.index(kind)
         cols = offset + (j * n_seg + twin_seg_idx if per_segment else np.full(len(twins), j))
         res = {}
         for name, mask in groups.items():

@@ -72,7 +72,7 @@ _SEGMENT_SD: dict[str, float] = {
     "gaussian": 0.04,
 }
 
-EffectDesign = Literal["mix", "null", "prior"]
+EffectDesign = Literal["mix", "zero", "prior"]
 
 
 # -- world configurations --------------------------------------------------------------
@@ -92,8 +92,8 @@ class WorldConfig:
         Outcome family.
     n_units, n_periods, n_segments, n_numeric, n_intervention_types : int
         Sizes of the history (one brand).
-    effect_design : {"mix", "null", "prior"}
-        ``mix``: each type's mean effect is 0, negative or positive; ``null``: every
+    effect_design : {"mix", "zero", "prior"}
+        ``mix``: each type's mean effect is 0, negative or positive; ``zero``: every
         effect exactly 0 (no segment or covariate variation); ``prior``: effects drawn
         from the model's prior (the SBC worlds).
     effect_means : tuple of float
@@ -204,19 +204,20 @@ def draw_world_configs(
     n_worlds: int = 150,
     *,
     random_seed: int = 20240,
-    confounded_share: float = 1.0 / 3.0,
-    null_share: float = 0.12,
+    confounded_share: float = 0.3,
+    zero_share: float = 0.12,
     prior_share: float = 0.45,
     rare_share: float = 0.5,
-    n_units: tuple[int, int] = (600, 1400),
+    n_units: tuple[int, int] = (500, 1200),
 ) -> list[WorldConfig]:
     """Draw the configurations of ``n_worlds`` worlds, reproducibly.
 
     Family and twin type cycle through hcp/bernoulli, patient/poisson,
-    territory/gaussian and patient/neg_binomial; every third world (by default) has
-    confounded assignment. Among unconfounded non-gaussian worlds ``prior_share`` draw
-    their effects from the model's prior (SBC); ``null_share`` of all worlds have every
-    effect exactly 0; the rest mix zero, negative and positive mean effects.
+    territory/gaussian and patient/neg_binomial; ``confounded_share`` of the worlds,
+    spread evenly, have confounded assignment. Among unconfounded non-gaussian worlds,
+    ``prior_share`` draw their effects from the model's prior (SBC); ``zero_share`` of
+    all worlds have every effect exactly 0; the rest mix zero, negative and positive
+    mean effects.
 
     Parameters
     ----------
@@ -226,12 +227,12 @@ def draw_world_configs(
         Seed of the configurations (world ``i`` has history seed ``random_seed + i``).
     confounded_share : float
         Share of worlds with confounded assignment, spread evenly.
-    null_share, prior_share : float
+    zero_share, prior_share : float
         Shares of effect designs (see above).
     rare_share : float
         Share of worlds with one rare intervention type (weight 0.08 against 1).
     n_units : (int, int)
-        Range of units per world (negative binomial worlds use at most 700: their
+        Range of units per world (negative binomial worlds use at most 500: their
         likelihood is not collapsed over periods).
 
     Returns
@@ -257,16 +258,16 @@ def draw_world_configs(
         n_numeric = 3
         u = rng.random()
         design: EffectDesign
-        if u < null_share:
-            design = "null"
-        elif not confounded and family != "gaussian" and u < null_share + prior_share:
+        if u < zero_share:
+            design = "zero"
+        elif not confounded and family != "gaussian" and u < zero_share + prior_share:
             design = "prior"
         else:
             design = "mix"
         extra: dict[str, Any]
         if design == "prior":
             extra = prior_effects(n_types, n_numeric, rng)
-        elif design == "null":
+        elif design == "zero":
             extra = {
                 "effect_means": (0.0,) * n_types,
                 "effect_segment_sd": 0.0,
@@ -285,7 +286,7 @@ def draw_world_configs(
         rare = rng.random() < rare_share
         rare_type = int(rng.integers(n_types)) if rare else None
         weights = tuple(0.08 if j == rare_type else 1.0 for j in range(n_types))
-        hi = min(n_units[1], 700) if family == "neg_binomial" else n_units[1]
+        hi = min(n_units[1], 500) if family == "neg_binomial" else n_units[1]
         lo = min(n_units[0], hi)
         configs.append(
             WorldConfig(
@@ -461,28 +462,57 @@ def _run_world(
     if truth.dispersion is not None:
         natural_disp = truth.dispersion * (truth.outcome_scale if truth.family == "gaussian" else 1)
 
-    effects: list[dict[str, Any]] = []
-    seg_records: list[dict[str, Any]] = []
-    types = list(truth.intervention_types)
-    seg_sizes = population["segment"].value_counts()
-    for j, kind in enumerate(types):
-        sim = engine.simulate(
+    # every type is simulated on the same twins (same seed), so that the baselines are
+    # fitted once per world and all methods average over the same units
+    types = [k for k in truth.intervention_types if k in model.posterior.intervention_types]
+    world["types_unknown_to_model"] = len(truth.intervention_types) - len(types)
+    sims = {
+        kind: engine.simulate(
             model,
             kind,
             {"intensity": run.intensity},
             twin_count=run.twin_count,
             confidence_level=0.95,
-            random_seed=config.seed * 10 + j,
+            random_seed=config.seed,
             dose_grid=(),
         )
+        for kind in types
+    }
+    twin_ids = np.asarray(sims[types[0]].twin_unit_ids)
+    twins = population.loc[twin_ids].reset_index()
+    seg_names = sorted(twins["segment"].astype(str).unique())
+    seg_masks = {s: (twins["segment"].astype(str) == s).to_numpy() for s in seg_names}
+    groups = {"all": np.ones(len(twins), bool), **{f"seg:{s}": m for s, m in seg_masks.items()}}
+    baselines: dict[str, dict[str, dict[str, BaselineEstimate]]] = {}
+    if data is not None:
+        baselines["no_pooling"] = no_pooling_glm(
+            data, truth.family, types, run.intensity, twins, groups
+        )
+        baselines["complete_pooling"] = complete_pooling_glm(
+            data, truth.family, types, run.intensity, twins, groups
+        )
+        baselines["naive"] = naive_difference(
+            data, types, run.intensity, {"all": None, **{f"seg:{s}": s for s in seg_names}}
+        )
+        dml = linear_dml(data, types, run.intensity, twins, groups, random_seed=config.seed)
+        if dml is not None:
+            baselines["linear_dml"] = dml
+
+    mu_c = truth.expected_outcome(twins, None)
+    var_c = total_outcome_variance(truth.family, mu_c, dispersion=natural_disp)
+    rho2 = prognostic_rho2(mu_c, var_c)
+    seg_sizes = population["segment"].value_counts()
+    effects: list[dict[str, Any]] = []
+    seg_records: list[dict[str, Any]] = []
+    for kind in types:
+        j = truth.intervention_types.index(kind)
+        sim = sims[kind]
+        if not np.array_equal(np.asarray(sim.twin_unit_ids), twin_ids):
+            raise RuntimeError("simulations with one seed drew different twins")
         draws = np.asarray(sim.ate_draws, dtype=float)
-        twins = population.loc[np.asarray(sim.twin_unit_ids)].reset_index()
         true_eff = truth.ate(twins, kind, run.intensity)
-        mu_c = truth.expected_outcome(twins, None)
         mu_t = truth.expected_outcome(twins, kind, run.intensity)
-        var_c = total_outcome_variance(truth.family, mu_c, dispersion=natural_disp)
         var_t = total_outcome_variance(truth.family, mu_t, dispersion=natural_disp)
-        rho2 = prognostic_rho2(mu_c, var_c)
         floor = error_floor(
             control_mean=true_eff.control_mean, min_effect_threshold=thr, actual_se=None
         )
@@ -522,66 +552,23 @@ def _run_world(
             ).recommendation.value,
         )
         ss = sim.sample_size
-        adj = 1.0 - rho2
-        rec.update(
-            classic_n_per_arm=ss.classic_n_per_arm if ss else None,
-            assurance_n_per_arm=ss.assurance_n_per_arm if ss else None,
-            adjusted_n_per_arm=ss.covariate_adjusted_n_per_arm if ss else None,
-            power_classic=_true_power(
-                ss.classic_n_per_arm if ss else None,
+        sizes = {
+            "classic": ss.classic_n_per_arm if ss else None,
+            "assurance": ss.assurance_n_per_arm if ss else None,
+            "adjusted": ss.covariate_adjusted_n_per_arm if ss else None,
+        }
+        for name, n in sizes.items():
+            rec[f"{name}_n_per_arm"] = n
+            rec[f"power_{name}"] = _true_power(
+                n,
                 true_eff.ate,
                 var_c,
                 var_t,
                 settings.power_alpha,
-            ),
-            power_assurance=_true_power(
-                ss.assurance_n_per_arm if ss else None,
-                true_eff.ate,
-                var_c,
-                var_t,
-                settings.power_alpha,
-            ),
-            power_adjusted=_true_power(
-                ss.covariate_adjusted_n_per_arm if ss else None,
-                true_eff.ate,
-                var_c,
-                var_t,
-                settings.power_alpha,
-                shrink=adj,
-            ),
-        )
-
-        seg_names = sorted(twins["segment"].astype(str).unique())
-        groups = {"all": np.ones(len(twins), bool)}
-        seg_masks = {s: (twins["segment"].astype(str) == s).to_numpy() for s in seg_names}
-        groups.update({f"seg:{s}": m for s, m in seg_masks.items()})
-        baselines: dict[str, dict[str, BaselineEstimate]] = {}
-        if data is not None:
-            for name, by_type in (
-                (
-                    "no_pooling",
-                    no_pooling_glm(data, truth.family, [kind], run.intensity, twins, groups),
-                ),
-                (
-                    "complete_pooling",
-                    complete_pooling_glm(data, truth.family, types, run.intensity, twins, groups),
-                ),
-                (
-                    "naive",
-                    naive_difference(
-                        data,
-                        [kind],
-                        run.intensity,
-                        {"all": None, **{f"seg:{s}": s for s in seg_names}},
-                    ),
-                ),
-            ):
-                baselines[name] = by_type[kind]
-            dml = linear_dml(data, types, run.intensity, twins, groups, random_seed=config.seed)
-            if dml is not None:
-                baselines["linear_dml"] = dml[kind]
-        for name, by_group in baselines.items():
-            est = by_group["all"]
+                shrink=1.0 - rho2 if name == "adjusted" else 1.0,
+            )
+        for name, by_type in baselines.items():
+            est = by_type[kind]["all"]
             rec.update(_method_record(name, est.ate, true_eff.ate, true_eff.control_mean, floor))
             rec[f"{name}_se"] = est.se
             hits = normal_hits(est.ate, est.se, true_eff.ate) if est.estimable else {}
@@ -599,7 +586,7 @@ def _run_world(
             seg_floor = error_floor(
                 control_mean=seg_true.control_mean, min_effect_threshold=thr, actual_se=None
             )
-            seg_kind = treated_units[(treated_units["segment"] == s)]
+            in_seg = treated_units["segment"] == s
             srec: dict[str, Any] = {
                 "world_id": config.world_id,
                 "family": config.family,
@@ -609,21 +596,21 @@ def _run_world(
                 "segment": s,
                 "segment_units": int(seg_sizes.get(s, 0)),
                 "segment_share": float(seg_sizes.get(s, 0) / len(population)),
-                "segment_treated_units": int((seg_kind["intervention_type"] == kind).sum()),
+                "segment_treated_units": int((in_seg & kind_units).sum()),
                 "true_ate": seg_true.ate,
                 "true_control_mean": seg_true.control_mean,
                 "error_floor": seg_floor,
             }
-            se_twin = sim_segments.get(s)
-            if se_twin is not None:
+            seg_twin = sim_segments.get(s)
+            if seg_twin is not None:
                 srec.update(
                     _method_record(
-                        "twin", se_twin.ate, seg_true.ate, seg_true.control_mean, seg_floor
+                        "twin", seg_twin.ate, seg_true.ate, seg_true.control_mean, seg_floor
                     )
                 )
-                srec["twin_hit_0.95"] = bool(se_twin.ci_lower <= seg_true.ate <= se_twin.ci_upper)
-            for name, by_group in baselines.items():
-                est = by_group[f"seg:{s}"]
+                srec["twin_hit_0.95"] = bool(seg_twin.ci_lower <= seg_true.ate <= seg_twin.ci_upper)
+            for name, by_type in baselines.items():
+                est = by_type[kind][f"seg:{s}"]
                 srec.update(
                     _method_record(name, est.ate, seg_true.ate, seg_true.control_mean, seg_floor)
                 )
