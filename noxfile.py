@@ -36,3 +36,12 @@ def benchmark(session: nox.Session) -> None:
     """Benchmark fitting and simulation against plain PyMC; reports under reports/benchmark."""
     session.install(".[jax]")
     session.run("python", "-m", "benchmarks.run", "--out", "reports/benchmark", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def calibration(session: nox.Session) -> None:
+    """Calibrate the twin model and baselines on synthetic worlds (reports/calibration)."""
+    session.install(".[test,calibration]")
+    session.run(
+        "python", "-m", "benchmarks.calibration", "--out", "reports/calibration", *session.posargs
+    )
