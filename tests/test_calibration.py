@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -260,6 +261,9 @@ def test_world_configs_are_reproducible_and_varied() -> None:
     a = draw_world_configs(48, random_seed=7)
     assert a == draw_world_configs(48, random_seed=7)
     assert sum(c.confounded for c in a) == round(48 * 0.3)
+    hidden = [c for c in a if c.hidden_confounder]
+    assert all(c.confounded for c in hidden) and len(hidden) == round(48 * 0.3) // 2
+    assert {c.assignment for c in a} == {"random", "confounded_observed", "confounded_hidden"}
     assert {c.family for c in a} == {"bernoulli", "poisson", "neg_binomial", "gaussian"}
     assert {c.effect_design for c in a} == {"mix", "zero", "prior"}
     for c in a:
@@ -355,12 +359,12 @@ def test_summary_acceptance_and_decisions_on_fake_records() -> None:
     cov95 = unconf["twin_hit_0.95"].mean()
     assert acc["coverage_0.95"]["value"] == pytest.approx(cov95)
     assert acc["coverage_0.95"]["met"] == (0.91 <= cov95 <= 0.99)
-    naive = summary["by_confounding"]["unconfounded"]["naive"]
+    naive = summary["by_assignment"]["random"]["naive"]
     assert naive["estimable"] == naive["n"] - 1
-    dec = summary["by_confounding"]["unconfounded"]["twin"]["decisions"]
+    dec = summary["by_assignment"]["random"]["twin"]["decisions"]
     assert dec["false_deploy"]["count"] == 0 and dec["false_skip"]["count"] == 0
     assert summary["sbc"]["n"] == int((unconf["effect_design"] == "prior").sum())
-    assert summary["sample_size"]["unconfounded"]["classic"]["median_power"] == 0.8
+    assert summary["sample_size"]["random"]["classic"]["median_power"] == 0.8
     text = to_markdown(summary)
     assert "## Acceptance" in text and "| 95% interval coverage |" in text
     bad = summarize(_fake_run(160, coverage_95=0.6))["acceptance"]
@@ -370,13 +374,21 @@ def test_summary_acceptance_and_decisions_on_fake_records() -> None:
 @pytest.mark.slow
 def test_small_calibration_run_writes_the_report(tmp_path: object) -> None:
     configs = draw_world_configs(12, random_seed=3, n_units=(250, 300))
-    # a confounded bernoulli, a poisson and a gaussian world
-    chosen = [configs[0], configs[1], configs[2]]
+    # a confounded bernoulli world with its strongest baseline feature hidden, a poisson
+    # and a gaussian world
+    assert configs[0].confounded
+    chosen = [replace(configs[0], hidden_confounder=True), configs[1], configs[2]]
     run = run_calibration(
         chosen, RunSettings(draws=100, tune=100, chains=2, cores=1, twin_count=300), workers=1
     )
     assert run.worlds["error"].isna().all(), run.worlds["error"].tolist()
     assert set(run.effects["world_id"]) == {c.world_id for c in chosen}
+    assert run.worlds.loc[0, "hidden_feature"] in (
+        "years_in_practice",
+        "patient_volume",
+        "digital_engagement",
+    )
+    assert run.worlds.loc[0, "assignment"] == "confounded_hidden"
     for col in ("twin_ate", "twin_hit_0.95", "no_pooling_ate", "naive_ate", "true_ate"):
         assert col in run.effects
     assert np.isfinite(run.effects["twin_ate"]).all()
@@ -385,7 +397,7 @@ def test_small_calibration_run_writes_the_report(tmp_path: object) -> None:
     for name in ("markdown", "json", "coverage", "errors", "sbc_ranks", "effects"):
         assert files[name].exists() and files[name].stat().st_size > 0
     report = json.loads(files["json"].read_text())
-    assert {"meta", "acceptance", "by_confounding", "sbc", "sample_size"} <= set(report)
+    assert {"meta", "acceptance", "by_assignment", "sbc", "sample_size"} <= set(report)
     assert report["meta"]["n_worlds"] == 3
-    assert "twin" in report["by_confounding"]["unconfounded"]
+    assert "twin" in report["by_assignment"]["random"]
     assert files["coverage"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

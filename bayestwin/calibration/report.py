@@ -27,7 +27,7 @@ from bayestwin.calibration.stats import (
     coverage_summary,
     rank_uniformity,
 )
-from bayestwin.calibration.worlds import CalibrationRun
+from bayestwin.calibration.worlds import ASSIGNMENTS, CalibrationRun
 from bayestwin.vocabulary import Recommendation
 
 __all__ = [
@@ -43,7 +43,7 @@ __all__ = [
 
 #: Methods compared, the twin model first.
 METHODS: tuple[str, ...] = ("twin", "no_pooling", "complete_pooling", "naive", "linear_dml")
-#: Acceptance ranges of the coverage over unconfounded worlds.
+#: Acceptance ranges of the coverage over random-assignment worlds.
 COVERAGE_TARGETS: dict[float, tuple[float, float]] = {0.8: (0.72, 0.88), 0.95: (0.91, 0.99)}
 #: Acceptance bound of the median relative error (the spec's success metric is 0.20).
 MEDIAN_ERROR_TARGET = 0.10
@@ -131,6 +131,24 @@ def _sample_size_summary(effects: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def _with_assignment(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add the ``assignment`` column to records that only have ``confounded``."""
+    if "assignment" in frame or frame.empty:
+        return frame
+    out = frame.copy()
+    out["assignment"] = np.where(out["confounded"], "confounded_observed", "random")
+    return out
+
+
+def _lift_bins(effects: pd.DataFrame) -> pd.Series:
+    return pd.cut(
+        effects["true_lift"].abs(),
+        bins=[-np.inf, 0.02, 0.05, 0.10, 0.20, np.inf],
+        labels=["a: < 2%", "b: 2-5%", "c: 5-10%", "d: 10-20%", "e: >= 20%"],
+        right=False,
+    ).astype(str)
+
+
 def _segment_bins(segments: pd.DataFrame) -> pd.Series:
     return pd.cut(
         segments["segment_treated_units"],
@@ -173,19 +191,20 @@ def summarize(run: CalibrationRun) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``meta``, ``acceptance``, ``by_confounding`` (per method, primary targets),
-        ``all_types``, ``by_family``, ``by_effect_design``, ``by_type_frequency``,
-        ``by_segment_size``, ``sample_size``, ``sbc``, ``diagnostics``.
+        ``meta``, ``acceptance``, ``by_assignment`` (per method, primary targets),
+        ``all_types``, ``by_family``, ``by_effect_design``, ``by_true_lift``,
+        ``by_type_frequency``, ``by_segment_size``, ``engine_decisions``,
+        ``sample_size``, ``sbc``, ``diagnostics``. Groups are the assignments
+        ``random``, ``confounded_observed`` and ``confounded_hidden``.
     """
-    eff = run.effects
-    worlds = run.worlds
+    eff = _with_assignment(run.effects)
+    worlds = _with_assignment(run.worlds)
     failed = worlds[worlds["error"].notna()] if "error" in worlds else worlds.iloc[:0]
     meta = {
         "n_worlds": len(worlds),
         "n_failed": len(failed),
         "failures": failed[["world_id", "error"]].to_dict("records") if len(failed) else [],
-        "n_confounded": int(worlds["confounded"].sum()),
-        "n_unconfounded": int((~worlds["confounded"].astype(bool)).sum()),
+        "n_by_assignment": {a: int((worlds["assignment"] == a).sum()) for a in ASSIGNMENTS},
         "families": worlds["family"].value_counts().sort_index().to_dict(),
         "effect_designs": worlds["effect_design"].value_counts().sort_index().to_dict(),
         "settings": asdict(run.settings),
@@ -201,18 +220,19 @@ def summarize(run: CalibrationRun) -> dict[str, Any]:
     methods = _methods_in(eff)
     primary = eff[eff["primary"]]
     groups = {
-        "unconfounded": primary[~primary["confounded"]],
-        "confounded": primary[primary["confounded"]],
+        a: primary[primary["assignment"] == a]
+        for a in ASSIGNMENTS
+        if (primary["assignment"] == a).any()
     }
-    out["by_confounding"] = {
+    out["by_assignment"] = {
         g: {m: _method_summary(frame, m) for m in methods} for g, frame in groups.items()
     }
     out["all_types"] = {
-        g: {m: _method_summary(eff[eff["confounded"] == (g == "confounded")], m) for m in methods}
-        for g in groups
+        g: {m: _method_summary(eff[eff["assignment"] == g], m) for m in methods} for g in groups
     }
-    # acceptance: the twin model over unconfounded worlds, one interval per world
-    twin = out["by_confounding"]["unconfounded"]["twin"]
+    random = groups.get("random", primary.iloc[:0])
+    # acceptance: the twin model over random-assignment worlds, one interval per world
+    twin = _method_summary(random, "twin")
     acc: dict[str, Any] = {"n_worlds": twin["n"]}
     for lv, (lo, hi) in COVERAGE_TARGETS.items():
         cov = twin["coverage"][f"{lv:g}"]["coverage"]
@@ -232,24 +252,23 @@ def summarize(run: CalibrationRun) -> dict[str, Any]:
     acc["n_worlds_ok"] = bool(twin["n"] >= 100)
     out["acceptance"] = acc
 
-    unconf_all = eff[~eff["confounded"]]
+    unconf_all = eff[eff["assignment"] == "random"]
     out["by_family"] = {
         g: _breakdown(frame, frame["family"], ["twin"], 0.95) for g, frame in groups.items()
     }
-    out["by_effect_design"] = _breakdown(
-        groups["unconfounded"], groups["unconfounded"]["effect_design"], ["twin"], 0.95
-    )
+    out["by_effect_design"] = _breakdown(random, random["effect_design"], ["twin"], 0.95)
+    out["by_true_lift"] = _breakdown(random, _lift_bins(random), methods, 0.95)
     freq = np.where(unconf_all["rare"], "rare type", "common type")
     out["by_type_frequency"] = _breakdown(unconf_all, pd.Series(freq), methods, 0.95)
     seg = run.segments
     if not seg.empty:
-        seg_u = seg[~seg["confounded"]]
+        seg_u = seg[_with_assignment(seg)["assignment"] == "random"]
         out["by_segment_size"] = _breakdown(seg_u, _segment_bins(seg_u), methods, 0.95)
     out["engine_decisions"] = {
         g: _decision_quality(frame, "twin_decision") for g, frame in groups.items()
     }
     out["sample_size"] = {g: _sample_size_summary(frame) for g, frame in groups.items()}
-    sbc_frame = eff[(eff["effect_design"] == "prior") & ~eff["confounded"]]
+    sbc_frame = unconf_all[unconf_all["effect_design"] == "prior"]
     out["sbc"] = {
         **rank_uniformity(sbc_frame["twin_sbc_rank"].to_numpy(dtype=int)),
         "n_worlds": int(sbc_frame["world_id"].nunique()),
@@ -257,13 +276,18 @@ def summarize(run: CalibrationRun) -> dict[str, Any]:
         "ranks": sbc_frame["twin_sbc_rank"].astype(int).tolist(),
     }
     ok = worlds[worlds["error"].isna()] if "error" in worlds else worlds
-    passed = primary[primary["diagnostics_passed"] & ~primary["confounded"]]
+    passed = random[random["diagnostics_passed"].astype(bool)]
+    ess = eff["twin_ess"].to_numpy(dtype=float) if "twin_ess" in eff else np.array([])
+    ess = ess[np.isfinite(ess)]
     out["diagnostics"] = {
+        "ate_ess_median": float(np.median(ess)) if ess.size else None,
+        "ate_ess_min": float(np.min(ess)) if ess.size else None,
+        "ate_ess_share_ge_400": float(np.mean(ess >= 400)) if ess.size else None,
         "share_passed": float(ok["diagnostics_passed"].mean()) if len(ok) else None,
         "median_min_ess_bulk": float(ok["min_ess_bulk"].median()) if len(ok) else None,
         "max_r_hat": float(ok["max_r_hat"].max()) if len(ok) else None,
         "total_divergences": int(ok["divergences"].sum()) if len(ok) else 0,
-        "unconfounded_passed_coverage": {
+        "random_passed_coverage": {
             f"{lv:g}": coverage_summary(passed[f"twin_hit_{lv:g}"].to_numpy(dtype=float))
             for lv in COVERAGE_LEVELS
         },
@@ -291,6 +315,11 @@ _LABELS = {
     "naive": "naive difference in means",
     "linear_dml": "EconML LinearDML",
 }
+_GROUPS = {
+    "random": "random assignment",
+    "confounded_observed": "confounded, observed",
+    "confounded_hidden": "confounded, hidden",
+}
 
 
 def to_markdown(summary: Mapping[str, Any]) -> str:
@@ -300,8 +329,9 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     lines = [
         "# Calibration on synthetic worlds",
         "",
-        f"{meta['n_worlds']} worlds ({meta['n_unconfounded']} with random assignment, "
-        f"{meta['n_confounded']} confounded), {meta['n_failed']} failed. Families: "
+        f"{meta['n_worlds']} worlds ("
+        + ", ".join(f"{n} {_GROUPS[a]}" for a, n in meta["n_by_assignment"].items())
+        + f"), {meta['n_failed']} failed. Families: "
         + ", ".join(f"{k} {v}" for k, v in meta["families"].items())
         + ". Effect designs: "
         + ", ".join(f"{k} {v}" for k, v in meta["effect_designs"].items())
@@ -317,6 +347,11 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
         "|estimate - truth| / max(|truth|, 5% of the true control mean). Absolute error "
         "in lift points: |estimate - truth| / true control mean.",
         "",
+        "Assignment: *random*; *confounded, observed*: units with a high baseline are "
+        "treated more often, the baseline being a function of features every method sees "
+        "(ignorability holds given them); *confounded, hidden*: the same, with the feature "
+        "that moves the baseline most withheld from every method (ignorability fails).",
+        "",
     ]
     if meta["failures"]:
         lines += [
@@ -327,7 +362,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     acc = summary.get("acceptance") or {}
     if acc:
         lines += [
-            "## Acceptance (twin model, unconfounded worlds, one primary target per world)",
+            "## Acceptance (twin model, random assignment, one primary target per world)",
             "",
             "| metric | value | target | met |",
             "|---|---|---|---|",
@@ -350,7 +385,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
         )
         lines.append("")
     for title, key in (
-        ("primary target per world", "by_confounding"),
+        ("primary target per world", "by_assignment"),
         ("all intervention types", "all_types"),
     ):
         block = summary.get(key)
@@ -359,7 +394,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
         lines += [f"## Methods side by side ({title})", ""]
         for g, methods in block.items():
             lines += [
-                f"### {g}",
+                f"### {_GROUPS.get(g, g)}",
                 "",
                 "| method | n (estimable) | 50% | 80% | 95% | median rel. error | "
                 "rel. error q75 | median abs. error (lift pts) | rel. error < 20% |",
@@ -375,7 +410,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
                     f"{_fmt(ms['share_rel_error_below_0.2'])} |"
                 )
             lines.append("")
-    dq = summary.get("by_confounding")
+    dq = summary.get("by_assignment")
     if dq:
         lines += [
             "## Decision quality (primary targets; threshold rule on P(lift > 5%) at 0.70)",
@@ -394,7 +429,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
                 if not d:
                     continue
                 lines.append(
-                    f"| {g} | {_LABELS.get(m, m)} | {_dec(d['false_deploy'])} | "
+                    f"| {_GROUPS.get(g, g)} | {_LABELS.get(m, m)} | {_dec(d['false_deploy'])} | "
                     f"{_dec(d['false_skip'])} | {_dec(d['true_deploy'])} | {_dec(d['refine'])} |"
                 )
         lines.append("")
@@ -403,7 +438,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
             lines += ["Engine recommendation (twin model):", ""]
             for g, d in eng.items():
                 lines.append(
-                    f"- {g}: false deploy {_dec(d['false_deploy'])}, false skip "
+                    f"- {_GROUPS.get(g, g)}: false deploy {_dec(d['false_deploy'])}, false skip "
                     f"{_dec(d['false_skip'])}, true deploy {_dec(d['true_deploy'])}, refine "
                     f"{_dec(d['refine'])}"
                 )
@@ -420,7 +455,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
             for kind in ("classic", "assurance", "adjusted"):
                 k = d[kind]
                 lines.append(
-                    f"| {g} | {d['n_deploy']} | {kind} ({k['n']}) | "
+                    f"| {_GROUPS.get(g, g)} | {d['n_deploy']} | {kind} ({k['n']}) | "
                     f"{_fmt(k['median_power'], pct=False, digits=2)} | "
                     f"{_fmt(k['share_power_ge_0.8'])} | {_fmt(k['share_power_ge_0.7'])} |"
                 )
@@ -438,14 +473,15 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
                 for r in rows:
                     t = r["twin"]
                     lines.append(
-                        f"| {g} | {r['group']} | {r['n']} | {_fmt(t['coverage_0.95'])} | "
+                        f"| {_GROUPS.get(g, g)} | {r['group']} | {r['n']} | "
+                        f"{_fmt(t['coverage_0.95'])} | "
                         f"{_fmt(t['median_rel_error'])} |"
                     )
             lines.append("")
     rows = summary.get("by_effect_design")
     if rows:
         lines += [
-            "## By effect design (twin model, unconfounded, primary targets)",
+            "## By effect design (twin model, random assignment, primary targets)",
             "",
             "| design | n | 95% coverage | median rel. error |",
             "|---|---|---|---|",
@@ -459,16 +495,23 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
         lines.append("")
     for title, key, note in (
         (
+            "Error by size of the true lift (random assignment, primary targets)",
+            "by_true_lift",
+            "The relative error's floor is 5% of the control mean, so targets whose true "
+            "lift is near zero have large relative errors even when the absolute error is "
+            "small. Cells: 95% coverage / median relative error / share estimable.",
+        ),
+        (
             "Where partial pooling wins: intervention-type frequency",
             "by_type_frequency",
-            "All (world, type) pairs of unconfounded worlds; a rare type has weight 0.08 "
+            "All (world, type) pairs of random-assignment worlds; a rare type has weight 0.08 "
             "against 1 for the others. Cells: 95% coverage / median relative error / share "
             "estimable.",
         ),
         (
             "Where partial pooling wins: segment size",
             "by_segment_size",
-            "Per-segment ATEs of unconfounded worlds, grouped by the units of the segment "
+            "Per-segment ATEs of random-assignment worlds, grouped by the units of the segment "
             "treated with the type (any intensity). Cells: 95% coverage / median relative "
             "error / share estimable.",
         ),
@@ -502,7 +545,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
         lines += [
             "## Simulation-based calibration (reduced)",
             "",
-            f"{sbc['n']} ranks from {sbc['n_worlds']} unconfounded worlds whose effect "
+            f"{sbc['n']} ranks from {sbc['n_worlds']} random-assignment worlds whose effect "
             f"parameters were drawn from the model's prior; each is the rank of the true ATE "
             f"among {sbc['n_draws']} thinned posterior draws. Chi-square ({sbc['bins']} bins) "
             f"p = {_fmt(sbc['chi2_p_value'], pct=False, digits=3)}; KS p = "
@@ -513,7 +556,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
         ]
     diag = summary.get("diagnostics")
     if diag:
-        cov = diag["unconfounded_passed_coverage"]
+        cov = diag["random_passed_coverage"]
         lines += [
             "## Sampler diagnostics",
             "",
@@ -521,10 +564,15 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
             f"ESS >= 400, no divergences); median min ESS bulk "
             f"{_fmt(diag['median_min_ess_bulk'], pct=False, digits=0)}, worst r_hat "
             f"{_fmt(diag['max_r_hat'], pct=False, digits=3)}, {diag['total_divergences']} "
-            "divergences in all. Every fit was used (diagnostics overridden). Coverage among "
-            "unconfounded fits that passed: "
+            "divergences in all (the gate asks for all of this on every parameter; "
+            "the defaults sample 4 x 1000 draws). Every fit was used (diagnostics "
+            "overridden). Coverage among random-assignment fits that passed: "
             + ", ".join(f"{k}: {_cov_cell(v)}" for k, v in cov.items())
             + ".",
+            f"ESS of the ATE draws themselves: median "
+            f"{_fmt(diag['ate_ess_median'], pct=False, digits=0)}, minimum "
+            f"{_fmt(diag['ate_ess_min'], pct=False, digits=0)}, "
+            f"{_fmt(diag['ate_ess_share_ge_400'])} at least 400.",
             "",
         ]
     return "\n".join(lines)
@@ -560,9 +608,9 @@ def write_plots(run: CalibrationRun, summary: Mapping[str, Any], out: Path) -> l
 
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    block = summary.get("by_confounding", {})
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
-    for ax, group in zip(axes, ("unconfounded", "confounded"), strict=True):
+    block = summary.get("by_assignment", {})
+    fig, axes = plt.subplots(1, len(ASSIGNMENTS), figsize=(14, 4.5), sharey=True)
+    for ax, group in zip(axes, ASSIGNMENTS, strict=True):
         ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1)
         for i, (m, ms) in enumerate(block.get(group, {}).items()):
             rows = [ms["coverage"].get(f"{lv:g}") for lv in COVERAGE_LEVELS]
@@ -575,7 +623,7 @@ def write_plots(run: CalibrationRun, summary: Mapping[str, Any], out: Path) -> l
                 [[c - p[1]["lower"], p[1]["upper"] - c] for p, c in zip(pts, y, strict=True)]
             ).T
             ax.errorbar(x, y, yerr=err, fmt="o-", ms=4, capsize=2, label=_LABELS.get(m, m))
-        ax.set_title(f"{group} worlds")
+        ax.set_title(_GROUPS[group])
         ax.set_xlabel("nominal level")
         ax.set_xlim(0.4, 1.0)
         ax.set_ylim(0.0, 1.02)
@@ -587,12 +635,12 @@ def write_plots(run: CalibrationRun, summary: Mapping[str, Any], out: Path) -> l
     fig.savefig(files[-1], dpi=110)
     plt.close(fig)
 
-    eff = run.effects
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    eff = _with_assignment(run.effects)
+    fig, axes = plt.subplots(1, len(ASSIGNMENTS), figsize=(14, 4))
     if not eff.empty:
         primary = eff[eff["primary"]]
-        for ax, confounded in zip(axes, (False, True), strict=True):
-            frame = primary[primary["confounded"] == confounded]
+        for ax, group in zip(axes, ASSIGNMENTS, strict=True):
+            frame = primary[primary["assignment"] == group]
             bins = np.linspace(0.0, 2.0, 41)
             for m in _methods_in(frame):
                 vals = frame[f"{m}_rel_error"].to_numpy(dtype=float)
@@ -600,7 +648,7 @@ def write_plots(run: CalibrationRun, summary: Mapping[str, Any], out: Path) -> l
                 if vals.size:
                     ax.hist(vals, bins=bins, histtype="step", lw=1.5, label=_LABELS.get(m, m))
             ax.axvline(0.2, color="0.4", ls=":", lw=1)
-            ax.set_title(("confounded" if confounded else "unconfounded") + " worlds")
+            ax.set_title(_GROUPS[group])
             ax.set_xlabel("relative error (clipped at 2)")
     axes[0].set_ylabel("targets")
     axes[0].legend(fontsize=7)

@@ -37,6 +37,8 @@ from bayestwin.generator import TwinPriors
 from bayestwin.vocabulary import TwinType
 
 __all__ = [
+    "ASSIGNMENTS",
+    "Assignment",
     "CalibrationRun",
     "EffectDesign",
     "RunSettings",
@@ -73,6 +75,9 @@ _SEGMENT_SD: dict[str, float] = {
 }
 
 EffectDesign = Literal["mix", "zero", "prior"]
+Assignment = Literal["random", "confounded_observed", "confounded_hidden"]
+#: The assignment groups of the report, in order.
+ASSIGNMENTS: tuple[Assignment, ...] = ("random", "confounded_observed", "confounded_hidden")
 
 
 # -- world configurations --------------------------------------------------------------
@@ -114,6 +119,10 @@ class WorldConfig:
         0: random assignment; > 0: units with a high baseline are treated more often.
     primary_type : int
         Index of the world's primary target type.
+    hidden_confounder : bool
+        Withhold from the model and the baselines the numeric feature that moves the
+        baseline most (largest ``|beta|``): with ``confounding > 0`` assignment then
+        depends on something no method sees, and ignorability fails.
     """
 
     world_id: int
@@ -137,11 +146,19 @@ class WorldConfig:
     segment_concentration: float
     confounding: float
     primary_type: int
+    hidden_confounder: bool = False
 
     @property
     def confounded(self) -> bool:
         """Whether assignment depends on the baseline outcome."""
         return self.confounding > 0
+
+    @property
+    def assignment(self) -> Assignment:
+        """``random``, ``confounded_observed`` or ``confounded_hidden``."""
+        if not self.confounded:
+            return "random"
+        return "confounded_hidden" if self.hidden_confounder else "confounded_observed"
 
 
 def prior_effects(
@@ -205,6 +222,7 @@ def draw_world_configs(
     *,
     random_seed: int = 20240,
     confounded_share: float = 0.3,
+    hidden_share: float = 0.5,
     zero_share: float = 0.12,
     prior_share: float = 0.45,
     rare_share: float = 0.5,
@@ -227,6 +245,11 @@ def draw_world_configs(
         Seed of the configurations (world ``i`` has history seed ``random_seed + i``).
     confounded_share : float
         Share of worlds with confounded assignment, spread evenly.
+    hidden_share : float
+        Share of the confounded worlds (every other one at 0.5) whose strongest
+        baseline predictor is hidden from every method (see
+        :attr:`WorldConfig.hidden_confounder`); in the others the confounding is on
+        observed features only, which the model adjusts for.
     zero_share, prior_share : float
         Shares of effect designs (see above).
     rare_share : float
@@ -241,8 +264,9 @@ def draw_world_configs(
     """
     if n_worlds < 1:
         raise ValueError(f"n_worlds must be >= 1, got {n_worlds}")
-    if not 0.0 <= confounded_share <= 1.0:
-        raise ValueError(f"confounded_share must be in [0, 1], got {confounded_share}")
+    for name, share in (("confounded_share", confounded_share), ("hidden_share", hidden_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {share}")
     rng = np.random.default_rng(random_seed)
     n_confounded = round(n_worlds * confounded_share)
     confounded_ids = (
@@ -250,6 +274,11 @@ def draw_world_configs(
         if n_confounded
         else set()
     )
+    hidden_ids = {
+        w
+        for j, w in enumerate(sorted(confounded_ids))
+        if math.floor((j + 1) * hidden_share) > math.floor(j * hidden_share)
+    }
     configs = []
     for i in range(n_worlds):
         twin_type, family = _FAMILY_OF_COMBO[i % len(_FAMILY_OF_COMBO)]
@@ -306,6 +335,7 @@ def draw_world_configs(
                 segment_concentration=float(rng.choice([0.7, 2.0, 6.0])),
                 confounding=float(rng.uniform(0.5, 1.5)) if confounded else 0.0,
                 primary_type=int(rng.integers(n_types)),
+                hidden_confounder=i in hidden_ids,
                 **extra,
             )
         )
@@ -380,7 +410,11 @@ def run_world(config: WorldConfig, run: RunSettings | None = None) -> dict[str, 
     """
     run = run if run is not None else RunSettings()
     t0 = time.perf_counter()
-    world: dict[str, Any] = {**asdict(config), "confounded": config.confounded}
+    world: dict[str, Any] = {
+        **asdict(config),
+        "confounded": config.confounded,
+        "assignment": config.assignment,
+    }
     try:
         effects, segments = _run_world(config, run, world)
     except Exception as exc:  # noqa: BLE001 - one failed world must not stop the run
@@ -422,11 +456,18 @@ def _run_world(
         random_seed=config.seed,
     )
     truth = sd.truth
+    numeric = list(sd.numeric_features)
+    if config.hidden_confounder:
+        # the feature that moves the baseline most is never seen by any method
+        beta = truth.brands[brand].beta[: len(numeric)]
+        hidden = numeric.pop(int(np.argmax(np.abs(beta))))
+        world["hidden_feature"] = hidden
+        world["hidden_feature_beta"] = float(np.max(np.abs(beta)))
     spec = default_spec(
         config.twin_type,
         brand,
         family=config.family,  # type: ignore[arg-type]
-        numeric_features=sd.numeric_features,
+        numeric_features=numeric,
         categorical_features=sd.categorical_features,
         sampler=SamplerSettings(
             draws=run.draws,
@@ -455,9 +496,7 @@ def _run_world(
     treated_units = history.groupby("unit_id")[
         ["intervention_type", "intensity", "segment"]
     ].first()
-    data = (
-        unit_data(history, sd.numeric_features, sd.categorical_features) if run.baselines else None
-    )
+    data = unit_data(history, numeric, sd.categorical_features) if run.baselines else None
     natural_disp = None
     if truth.dispersion is not None:
         natural_disp = truth.dispersion * (truth.outcome_scale if truth.family == "gaussian" else 1)
@@ -522,6 +561,7 @@ def _run_world(
             "family": config.family,
             "twin_type": config.twin_type,
             "confounded": config.confounded,
+            "assignment": config.assignment,
             "effect_design": config.effect_design,
             "intervention_type": kind,
             "type_index": j,
@@ -542,6 +582,7 @@ def _run_world(
         rec.update(
             {f"twin_hit_{lv:g}": h for lv, h in interval_hits(draws, true_eff.ate).items()},
             twin_sd=float(draws.std(ddof=1)),
+            twin_ess=_ess(draws, run.chains),
             twin_sbc_rank=sbc_rank(draws, true_eff.ate),
             twin_prob_above=sim.prob_effect_above_threshold,
             twin_decision=sim.recommendation.value if sim.recommendation else "",
@@ -591,6 +632,7 @@ def _run_world(
                 "world_id": config.world_id,
                 "family": config.family,
                 "confounded": config.confounded,
+                "assignment": config.assignment,
                 "intervention_type": kind,
                 "rare": j == config.rare_type,
                 "segment": s,
@@ -621,6 +663,15 @@ def _run_world(
                 )
             seg_records.append(srec)
     return effects, seg_records
+
+
+def _ess(draws: np.ndarray, chains: int) -> float:
+    """Bulk ESS of ATE draws stored chain after chain."""
+    import arviz as az
+
+    if chains < 2 or draws.size % chains:
+        return float("nan")
+    return float(az.ess(draws.reshape(chains, -1)))
 
 
 def _method_record(
