@@ -7,7 +7,8 @@ baselines) in ``--workers`` processes, and writes under ``--out``: ``calibration
 ``coverage.png``, ``errors.png`` and ``sbc_ranks.png``.
 
 Run ``python -m benchmarks.calibration --out reports/calibration`` (``nox -s
-calibration``). ``--worlds 6 --draws 200 --tune 200`` is a quick look.
+calibration``). ``--worlds 6 --draws 200 --tune 200`` is a quick look; ``--report-only``
+renders the report again from the records already written.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument("--first", type=int, default=None, help="run only the first N worlds")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="render the report again from the records already in --out (no fitting)",
+    )
     return p
 
 
@@ -50,9 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bayestwin.calibration import (
         RunSettings,
         draw_world_configs,
+        read_run,
         run_calibration,
         write_report,
     )
+
+    if args.report_only:
+        for path in write_report(read_run(args.out), args.out).values():
+            print(f"  {path}")
+        return 0
 
     configs = draw_world_configs(
         args.worlds, random_seed=args.seed, confounded_share=args.confounded_share

@@ -24,6 +24,7 @@ from bayestwin.calibration import (
     normal_hits,
     prior_effects,
     rank_uniformity,
+    read_run,
     run_calibration,
     sbc_rank,
     summarize,
@@ -401,3 +402,6 @@ def test_small_calibration_run_writes_the_report(tmp_path: object) -> None:
     assert report["meta"]["n_worlds"] == 3
     assert "twin" in report["by_assignment"]["random"]
     assert files["coverage"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = read_run(tmp_path)  # type: ignore[arg-type]
+    assert again.wall_seconds == pytest.approx(run.wall_seconds)
+    assert summarize(again)["acceptance"] == report["acceptance"]

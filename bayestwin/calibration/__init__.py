@@ -3,11 +3,12 @@
 A *world* is one synthetic history drawn by
 :func:`bayestwin.synthetic.generate_synthetic_twin_data` with its own seed, twin type,
 outcome family, true effects, segment sizes, intervention-type frequencies and
-assignment (random or confounded). In each world (:func:`run_world`):
+assignment. In each world (:func:`run_world`):
 
 1. fit the twin model (:class:`bayestwin.generator.TwinGenerator`);
 2. for every intervention type, simulate it at intensity 1 on twins drawn from the
-   brand's population (:class:`bayestwin.simulation.SimulationEngine`);
+   brand's population (:class:`bayestwin.simulation.SimulationEngine`; one seed, so
+   every type and every method sees the same twins);
 3. compute the true ATE of *those same twins* from the ground truth
    (``truth.ate(twins, k, 1.0)``), overall and per segment;
 4. estimate the same ATEs with the baselines (below) on the same history and twins.
@@ -17,7 +18,14 @@ assignment (random or confounded). In each world (:func:`run_world`):
 simulation's ``ate_draws``) with Wilson intervals; relative and absolute errors;
 decision quality; the power of the recommended sample size against the true effect;
 simulation-based calibration ranks; the baselines side by side; and breakdowns by
-intervention-type frequency and segment size. Confounded worlds are reported apart.
+size of the true lift, intervention-type frequency and segment size.
+
+**Assignment**, reported apart: ``random``; ``confounded_observed``, where units with a
+high untreated mean are treated more often and that mean is a function of features
+every method sees (so ignorability holds given the features, and the model should
+adjust for it); ``confounded_hidden``, the same with the numeric feature that moves the
+baseline most withheld from every method (ignorability fails: the realistic threat).
+The acceptance numbers use the random worlds.
 
 The rules, in one place
 -----------------------
@@ -96,6 +104,7 @@ from bayestwin.calibration.report import (
     COVERAGE_TARGETS,
     MEDIAN_ERROR_TARGET,
     METHODS,
+    read_run,
     summarize,
     to_markdown,
     write_plots,
@@ -141,6 +150,7 @@ __all__ = [
     "normal_hits",
     "prior_effects",
     "rank_uniformity",
+    "read_run",
     "run_calibration",
     "run_world",
     "sbc_rank",

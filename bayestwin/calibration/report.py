@@ -35,6 +35,7 @@ __all__ = [
     "MEDIAN_ERROR_TARGET",
     "METHODS",
     "SPEC_ERROR_TARGET",
+    "read_run",
     "summarize",
     "to_markdown",
     "write_plots",
@@ -636,22 +637,26 @@ def write_plots(run: CalibrationRun, summary: Mapping[str, Any], out: Path) -> l
     plt.close(fig)
 
     eff = _with_assignment(run.effects)
-    fig, axes = plt.subplots(1, len(ASSIGNMENTS), figsize=(14, 4))
+    fig, axes = plt.subplots(1, len(ASSIGNMENTS), figsize=(14, 4), sharey=True)
     if not eff.empty:
         primary = eff[eff["primary"]]
         for ax, group in zip(axes, ASSIGNMENTS, strict=True):
             frame = primary[primary["assignment"] == group]
-            bins = np.linspace(0.0, 2.0, 41)
             for m in _methods_in(frame):
-                vals = frame[f"{m}_rel_error"].to_numpy(dtype=float)
-                vals = np.clip(vals[np.isfinite(vals)], 0.0, 2.0)
+                vals = np.sort(frame[f"{m}_rel_error"].to_numpy(dtype=float))
+                vals = np.clip(vals[np.isfinite(vals)], 1e-3, 1e2)
                 if vals.size:
-                    ax.hist(vals, bins=bins, histtype="step", lw=1.5, label=_LABELS.get(m, m))
-            ax.axvline(0.2, color="0.4", ls=":", lw=1)
+                    share = np.arange(1, vals.size + 1) / len(frame)
+                    ax.step(vals, share, where="post", lw=1.5, label=_LABELS.get(m, m))
+            for bound in (0.1, 0.2):
+                ax.axvline(bound, color="0.5", ls=":", lw=1)
+            ax.set_xscale("log")
+            ax.set_xlim(1e-3, 1e2)
             ax.set_title(_GROUPS[group])
-            ax.set_xlabel("relative error (clipped at 2)")
-    axes[0].set_ylabel("targets")
-    axes[0].legend(fontsize=7)
+            ax.set_xlabel("relative error (log scale)")
+    axes[0].set_ylabel("share of targets with error <= x")
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("Relative error of the ATE, primary targets (no estimate counts as never)")
     fig.tight_layout()
     files.append(out / "errors.png")
     fig.savefig(files[-1], dpi=110)
@@ -723,6 +728,47 @@ def write_report(run: CalibrationRun, out: str | os.PathLike[str]) -> dict[str, 
     for path in write_plots(run, summary, target):
         files[path.stem] = path
     return files
+
+
+def read_run(directory: str | os.PathLike[str]) -> CalibrationRun:
+    """Read back the records that :func:`write_report` wrote, to render them again.
+
+    Parameters
+    ----------
+    directory : path-like
+        A report directory (``worlds.csv``, ``effects.csv``, ``segments.csv`` and
+        ``calibration.json`` for the settings and timing).
+
+    Returns
+    -------
+    CalibrationRun
+    """
+    import json
+
+    from bayestwin.calibration.worlds import RunSettings
+
+    src = Path(directory)
+
+    def csv(name: str) -> pd.DataFrame:
+        path = src / f"{name}.csv"
+        if not path.exists() or path.stat().st_size <= 1:
+            return pd.DataFrame()
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+    meta = json.loads((src / "calibration.json").read_text())["meta"]
+    worlds = csv("worlds")
+    if "error" in worlds:
+        worlds["error"] = worlds["error"].astype(object).where(worlds["error"].notna(), None)
+    extra = {k: meta[k] for k in ("command",) if k in meta}
+    return CalibrationRun(
+        worlds=worlds,
+        effects=csv("effects"),
+        segments=csv("segments"),
+        settings=RunSettings(**meta["settings"]),
+        wall_seconds=float(meta["wall_seconds"]),
+        workers=int(meta["workers"]),
+        meta=extra,
+    )
 
 
 def _clean(value: Any) -> Any:
