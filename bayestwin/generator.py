@@ -591,7 +591,7 @@ class TwinGenerator:
         provenance = {
             "bayestwin_version": _package_version(),
             "format_version": MODEL_FORMAT_VERSION,
-            "packages": _package_versions(),
+            "packages": package_versions(),
             "data_hash": _hash_frame(df),
             "random_seed": smp.random_seed,
             "sampler": smp.backend,
@@ -770,9 +770,21 @@ def _hash_frame(df: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.tobytes()).hexdigest()
 
 
-def _package_versions() -> dict[str, str]:
+PROVENANCE_PACKAGES = (
+    "bayestwin", "pymc", "pytensor", "arviz", "nutpie", "numpy", "pandas", "xarray",
+)  # fmt: skip
+
+
+def package_versions(names: Iterable[str] = PROVENANCE_PACKAGES) -> dict[str, str]:
+    """Installed versions of the named distributions (missing ones are left out).
+
+    Parameters
+    ----------
+    names : iterable of str
+        Distribution names.
+    """
     out = {}
-    for pkg in ("bayestwin", "pymc", "pytensor", "arviz", "nutpie", "numpy", "pandas", "xarray"):
+    for pkg in names:
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:

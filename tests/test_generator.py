@@ -147,7 +147,7 @@ def test_collapsed_likelihood_matches_per_row(family: str) -> None:
 def test_collapse_shrinks_rows_by_periods() -> None:
     s = _data(n_units=50, n_periods=6)
     spec = _spec(s)
-    design, total, count, _ = collapse_history(s.data.assign(segment=s.data["segment"]), spec)
+    design, total, count, _ = collapse_history(s.data, spec)
     # every unit keeps its design across periods: one likelihood row per unit
     assert len(design) == 50
     assert count.sum() == 300

@@ -51,7 +51,6 @@ predictive draws: they carry posterior uncertainty only.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import re
@@ -82,7 +81,7 @@ from numpy.typing import NDArray
 from sqlalchemy.engine import make_url
 
 from bayestwin.config import load_settings
-from bayestwin.generator import load_model, save_model
+from bayestwin.generator import load_model, package_versions, save_model
 from bayestwin.model import FittedTwinModel
 from bayestwin.posterior import TwinPosterior
 from bayestwin.schemas import FidelityResult, TwinModelInfo
@@ -442,13 +441,7 @@ def _input_example(model: FittedTwinModel) -> pd.DataFrame:
 
 
 def _requirements() -> list[str]:
-    out = []
-    for name in _REQUIREMENTS:
-        try:
-            out.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
+    return [f"{name}=={version}" for name, version in package_versions(_REQUIREMENTS).items()]
 
 
 # -- the registered result --------------------------------------------------------------
