@@ -181,6 +181,7 @@ def draw_twins(
     *,
     random_seed: int | np.random.Generator | None = None,
     id_column: str = "unit_id",
+    unit_ids: NDArray | None = None,
 ) -> TwinSample:
     """Draw ``twin_count`` twins, with replacement, from the targeted population.
 
@@ -196,6 +197,9 @@ def draw_twins(
         Seed of the draw; the same seed gives the same twins.
     id_column : str
         Column of unit ids.
+    unit_ids : ndarray, optional
+        ``population[id_column]`` as an array, when the caller already holds it
+        (saves converting the column on every draw).
 
     Returns
     -------
@@ -205,13 +209,17 @@ def draw_twins(
         raise ValueError(f"twin_count must be > 0, got {twin_count}")
     if id_column not in population.columns:
         raise ValueError(f"the population lacks the id column {id_column!r}")
+    if unit_ids is not None and len(unit_ids) != len(population):
+        raise ValueError(
+            f"unit_ids has {len(unit_ids)} entries; the population has {len(population)} units"
+        )
     eligible = np.flatnonzero(eligible_mask(population, target))
     rng = np.random.default_rng(random_seed)
     rows = eligible[rng.integers(0, eligible.size, size=twin_count)]
     unique_rows, counts = np.unique(rows, return_counts=True)
     return TwinSample(
         rows=rows.astype(np.intp),
-        unit_ids=population[id_column].to_numpy()[rows],
+        unit_ids=(population[id_column].to_numpy() if unit_ids is None else unit_ids)[rows],
         unique_rows=unique_rows.astype(np.intp),
         counts=counts.astype(np.int64),
         eligible=int(eligible.size),

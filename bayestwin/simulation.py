@@ -29,14 +29,18 @@ wider distribution, never with the population interval.
 
 Computation. Twins are drawn with replacement, so the engine works on the ``M`` distinct
 source units weighted by their multiplicity: the averages are the same as twin by twin,
-at a fraction of the cost. Units are sorted by segment and processed in chunks of
-``batch_size``. For a chunk, the linear predictors of all ``D`` draws are one matrix
-product ``X @ beta.T`` plus each segment's intercept row (the treated arm folds the
-dose-response factor ``g_d(s)`` into its coefficients and segment terms); the inverse
+at a fraction of the cost. Units are sorted by segment and processed in chunks of at
+most ``batch_size`` units, fewer when a ``chunk x D`` buffer would outgrow a core's cache
+(2 MiB), on worker threads (NumPy and BLAS release the GIL). Each chunk keeps its own
+partial sums, added in chunk order at the end, so the numbers do not depend on the
+number of threads. For a chunk, the linear predictors of all ``D`` draws are one matrix
+product ``[X, I] @ [beta.T; intercept.T]``, where ``I`` holds an indicator column for each
+segment in the chunk, so the product adds the segment terms too (the treated arm folds
+the dose-response factor ``g_d(s)`` into its coefficients and segment terms); the inverse
 link is applied in place (the logit link as ``1 + tanh(eta / 2)``: two passes instead
 of four, the factor 1/2 applied after the sums); the weighted sums over units (per
 segment, and of squares for the variances) are matrix-vector products. Memory is
-bounded by a few ``batch_size x D`` buffers, and BLAS runs on one thread there by
+bounded by a few ``chunk x D`` buffers per thread, and BLAS runs on one thread there by
 default (see :func:`effect_draws`).
 
 Precision. The buffers are float32 by default and each chunk's sums are accumulated in
@@ -55,11 +59,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -408,6 +414,55 @@ class _BlasLimit:
 
 _blas_threads = _BlasLimit()
 
+#: Most worker threads the vectorised core uses by default.
+MAX_THREADS = 8
+#: Bytes of one ``chunk x draws`` buffer in the vectorised core (about a core's L2).
+_CHUNK_BUFFER_BYTES = 2**21
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _thread_count(threads: int | None, n_chunks: int) -> int:
+    """Worker threads for ``n_chunks`` chunks (None: one per CPU, at most MAX_THREADS)."""
+    if threads is None:
+        threads = min(os.cpu_count() or 1, MAX_THREADS)
+    return max(1, min(int(threads), n_chunks))
+
+
+def _worker_pool(n_threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool with at least ``n_threads`` threads (grown, never shrunk)."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < n_threads:
+            old = _pool
+            _pool = ThreadPoolExecutor(n_threads, thread_name_prefix="bayestwin-sim")
+            _pool_size = n_threads
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+@dataclass(frozen=True)
+class _PopulationCache:
+    """What the engine keeps of a model's population between simulations."""
+
+    encoded: EncodedUnits
+    unit_ids: NDArray
+    unit_id_strings: NDArray
+
+
+@dataclass
+class _ChunkSums:
+    """Weighted sums of one chunk of units (segments: the model segments it touches)."""
+
+    segments: list[int]
+    control: NDArray
+    treated: NDArray
+    dose: NDArray
+    m2_control: NDArray | None
+    m2_treated: NDArray | None
+
 
 def effect_draws(
     posterior: TwinPosterior,
@@ -419,6 +474,7 @@ def effect_draws(
     batch_size: int = 1000,
     dtype: type[np.floating] = np.float32,
     blas_threads: int | None = 1,
+    threads: int | None = None,
 ) -> EffectDraws:
     """Population effect draws of an intervention on weighted units.
 
@@ -442,6 +498,12 @@ def effect_draws(
         BLAS threads inside the loop (None: the process setting). The products are
         thin and memory-bound, so one thread loses little on an idle machine and
         avoids the collapse of busy-waiting BLAS threads on a shared one.
+    threads : int, optional
+        Worker threads that run the chunks (None: one per CPU, at most
+        :data:`MAX_THREADS`; 1: in the calling thread). The NumPy and BLAS kernels
+        release the GIL, so chunks run in parallel. Each chunk keeps its own partial
+        sums, added in chunk order at the end: the result is bit-identical whatever
+        the number of threads.
 
     Returns
     -------
@@ -453,6 +515,8 @@ def effect_draws(
         raise ValueError(f"intensities must be finite and >= 0, got {levels.tolist()}")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads}")
     n_units = len(units)
     if n_units == 0:
         raise ValueError("no units to simulate")
@@ -509,59 +573,105 @@ def effect_draws(
     ]
 
     need_m2 = fam != "bernoulli"
-    sums_c = np.zeros((n_seg, n_draws))
-    sums_t = np.zeros((n_seg, n_draws))
-    sums_dose = np.zeros((levels.size, n_draws))
-    m2_c = np.zeros(n_draws)
-    m2_t = np.zeros(n_draws)
-    pred_sorted = np.empty(n_units)
+    n_levels = levels.size
+    n_cols = design.shape[1]
+    # at most batch_size units per chunk, and few enough that a chunk's buffer stays
+    # in a core's cache: the passes over it then run at cache, not memory, speed
+    cache_rows = max(16, _CHUNK_BUFFER_BYTES // (n_draws * np.dtype(dtype).itemsize))
+    b = min(batch_size, cache_rows, n_units)
+    starts = list(range(0, n_units, b))
     mean_vec = np.full(n_draws, 1.0 / n_draws, dtype=dtype)
-    b = min(batch_size, n_units)
-    buf_c = np.empty((b, n_draws), dtype=dtype)
-    buf_t = np.empty((b, n_draws), dtype=dtype)
-    buf_sq = np.empty((b, n_draws), dtype=dtype) if need_m2 else None
+    pred_sorted = np.empty(n_units)
+    # One slot per chunk for its partial sums, reduced in chunk order afterwards: the
+    # result does not depend on how many threads ran the chunks, or in which order.
+    partials: list[_ChunkSums | None] = [None] * len(starts)
 
     def link_values(
-        rows: NDArray, coef: NDArray, off: NDArray, buf: NDArray, blocks: list[tuple[int, int, int]]
+        rows: NDArray, coef: NDArray, off: NDArray, segs: list[int], buf: NDArray
     ) -> NDArray:
-        eta = np.matmul(rows, coef, out=buf)
-        for s, lo, hi in blocks:
-            eta[lo:hi] += off[s]
+        # rows end with one indicator column per segment of the chunk, so the product
+        # adds each unit's segment term too: eta = [X, I] @ [coef; off[segs]]
+        eta = np.matmul(rows, np.concatenate((coef, off[segs])), out=buf)
         if half:
             np.tanh(eta, out=eta)
             eta += 1.0
             return eta
         return inverse_link(fam, eta, out=eta)
 
-    def add_segment_sums(
-        out: NDArray, r: NDArray, w_chunk: NDArray, blocks: list[tuple[int, int, int]]
-    ) -> None:
-        for s, lo, hi in blocks:
-            out[s] += w_chunk[lo:hi] @ r[lo:hi]
+    def segment_sums(r: NDArray, w_chunk: NDArray, blocks: list[tuple[int, int, int]]) -> NDArray:
+        out = np.empty((len(blocks), n_draws))
+        for i, (_, lo, hi) in enumerate(blocks):
+            out[i] = w_chunk[lo:hi] @ r[lo:hi]
+        return out
 
-    with np.errstate(over="ignore", under="ignore"), _blas_threads(blas_threads):
-        for a in range(0, n_units, b):
-            e = min(a + b, n_units)
-            m = e - a
-            blocks = [
-                (s, max(bounds[s], a) - a, min(bounds[s + 1], e) - a)
-                for s in range(n_seg)
-                if max(bounds[s], a) < min(bounds[s + 1], e)
+    def run_chunks(chunk_ids: Sequence[int]) -> None:
+        buf_c = np.empty((b, n_draws), dtype=dtype)
+        buf_t = np.empty((b, n_draws), dtype=dtype)
+        buf_sq = np.empty((b, n_draws), dtype=dtype) if need_m2 else None
+        with np.errstate(over="ignore", under="ignore"):
+            for ci in chunk_ids:
+                a = starts[ci]
+                e = min(a + b, n_units)
+                m = e - a
+                blocks = [
+                    (s, max(bounds[s], a) - a, min(bounds[s + 1], e) - a)
+                    for s in range(n_seg)
+                    if max(bounds[s], a) < min(bounds[s + 1], e)
+                ]
+                segs = [s for s, _, _ in blocks]
+                rows = np.zeros((m, n_cols + len(segs)), dtype=dtype)
+                rows[:, :n_cols] = design[a:e]
+                for i, (_, lo, hi) in enumerate(blocks):
+                    rows[lo:hi, n_cols + i] = 1.0
+                w_chunk = w_d[a:e]
+                r_c = link_values(rows, coef_c, off_c, segs, buf_c[:m])
+                part = _ChunkSums(
+                    segments=segs,
+                    control=segment_sums(r_c, w_chunk, blocks),
+                    treated=np.empty((0, n_draws)),
+                    dose=np.zeros((n_levels, n_draws)),
+                    m2_control=None,
+                    m2_treated=None,
+                )
+                pred_sorted[a:e] = r_c @ mean_vec
+                if buf_sq is not None:
+                    part.m2_control = w_chunk @ np.square(r_c, out=buf_sq[:m])
+                for j, (coef_t, off_t) in enumerate(treated_terms):
+                    r_t = link_values(rows, coef_t, off_t, segs, buf_t[:m])
+                    if j == 0:
+                        part.treated = segment_sums(r_t, w_chunk, blocks)
+                        if buf_sq is not None:
+                            part.m2_treated = w_chunk @ np.square(r_t, out=buf_sq[:m])
+                    else:
+                        part.dose[j] = w_chunk @ r_t
+                partials[ci] = part
+
+    n_threads = _thread_count(threads, len(starts))
+    with _blas_threads(blas_threads):
+        if n_threads == 1:
+            run_chunks(range(len(starts)))
+        else:
+            pool = _worker_pool(n_threads)
+            futures = [
+                pool.submit(run_chunks, range(t, len(starts), n_threads)) for t in range(n_threads)
             ]
-            rows, w_chunk = design[a:e], w_d[a:e]
-            r_c = link_values(rows, coef_c, off_c, buf_c[:m], blocks)
-            add_segment_sums(sums_c, r_c, w_chunk, blocks)
-            pred_sorted[a:e] = r_c @ mean_vec
-            if buf_sq is not None:
-                m2_c += w_chunk @ np.square(r_c, out=buf_sq[:m])
-            for j, (coef_t, off_t) in enumerate(treated_terms):
-                r_t = link_values(rows, coef_t, off_t, buf_t[:m], blocks)
-                if j == 0:
-                    add_segment_sums(sums_t, r_t, w_chunk, blocks)
-                    if buf_sq is not None:
-                        m2_t += w_chunk @ np.square(r_t, out=buf_sq[:m])
-                else:
-                    sums_dose[j] += w_chunk @ r_t
+            for fut in futures:
+                fut.result()
+
+    sums_c = np.zeros((n_seg, n_draws))
+    sums_t = np.zeros((n_seg, n_draws))
+    sums_dose = np.zeros((n_levels, n_draws))
+    m2_c = np.zeros(n_draws)
+    m2_t = np.zeros(n_draws)
+    for part in partials:
+        assert part is not None
+        for i, s in enumerate(part.segments):
+            sums_c[s] += part.control[i]
+            sums_t[s] += part.treated[i]
+        sums_dose += part.dose
+        if part.m2_control is not None and part.m2_treated is not None:
+            m2_c += part.m2_control
+            m2_t += part.m2_treated
 
     total_w = float(w.sum())
     tot_c = sums_c.sum(axis=0)
@@ -645,6 +755,10 @@ class SimulationEngine:
     blas_threads : int, optional
         BLAS threads inside the vectorised core (default 1; None leaves the process
         setting alone). See :func:`effect_draws`.
+    threads : int, optional
+        Worker threads of the vectorised core (default: one per CPU, at most
+        :data:`MAX_THREADS`; 1 runs it in the calling thread). Results do not depend
+        on it.
 
     Notes
     -----
@@ -660,6 +774,7 @@ class SimulationEngine:
         *,
         dtype: type[np.floating] = np.float32,
         blas_threads: int | None = 1,
+        threads: int | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         if not 0.5 <= self.settings.confidence_threshold < 1.0:
@@ -671,18 +786,26 @@ class SimulationEngine:
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
         if blas_threads is not None and blas_threads < 1:
             raise ValueError(f"blas_threads must be >= 1 or None, got {blas_threads}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
         self.dtype = dtype
         self.blas_threads = blas_threads
-        self._encoded: weakref.WeakKeyDictionary[FittedTwinModel, EncodedUnits] = (
+        self.threads = threads
+        self._cache: weakref.WeakKeyDictionary[FittedTwinModel, _PopulationCache] = (
             weakref.WeakKeyDictionary()
         )
 
-    def _encoded_population(self, model: FittedTwinModel) -> EncodedUnits:
-        encoded = self._encoded.get(model)
-        if encoded is None:
-            encoded = EncodedUnits.from_frame(model.posterior, model.population)
-            self._encoded[model] = encoded
-        return encoded
+    def _population_cache(self, model: FittedTwinModel) -> _PopulationCache:
+        cached = self._cache.get(model)
+        if cached is None:
+            ids = model.population["unit_id"].to_numpy()
+            cached = _PopulationCache(
+                encoded=EncodedUnits.from_frame(model.posterior, model.population),
+                unit_ids=ids,
+                unit_id_strings=np.array([str(u) for u in ids], dtype=object),
+            )
+            self._cache[model] = cached
+        return cached
 
     # -- validation ----------------------------------------------------------------------
     def _check_inputs(
@@ -791,19 +914,23 @@ class SimulationEngine:
         )
         st = self.settings
         posterior = model.posterior
-        twins = draw_twins(model.population, count, cfg.target, random_seed=seed)
+        cache = self._population_cache(model)
+        twins = draw_twins(
+            model.population, count, cfg.target, random_seed=seed, unit_ids=cache.unit_ids
+        )
 
         grid = default_dose_grid(cfg.intensity) if dose_grid is None else tuple(dose_grid)
         others = sorted({float(v) for v in grid} - {float(cfg.intensity)})
         draws = effect_draws(
             posterior,
-            self._encoded_population(model).take(twins.unique_rows),
+            cache.encoded.take(twins.unique_rows),
             intervention_type,
             [cfg.intensity, *others],
             weights=twins.counts,
             batch_size=st.batch_size,
             dtype=self.dtype,
             blas_threads=self.blas_threads,
+            threads=self.threads,
         )
 
         thr, ct = st.min_effect_threshold, st.confidence_threshold
@@ -890,10 +1017,10 @@ class SimulationEngine:
             sample_size=report,
             prior_estimate=prior,
             eligible_population=twins.eligible,
-            ate_draws=[float(v) for v in ate] if include_draws else None,
+            ate_draws=ate.tolist() if include_draws else None,
             outcome_sd_control=math.sqrt(var_c),
             outcome_sd_treated=math.sqrt(var_t),
-            twin_unit_ids=[str(u) for u in twins.unit_ids] if include_draws else None,
+            twin_unit_ids=cache.unit_id_strings[twins.rows].tolist() if include_draws else None,
         )
 
     # -- pieces of the result ----------------------------------------------------------------
@@ -901,25 +1028,27 @@ class SimulationEngine:
     def _segment_effects(
         draws: EffectDraws, posterior: TwinPosterior, prob: float, thr: float
     ) -> list[SegmentEffect]:
-        out = []
-        seg_lift = draws.segment_lift
-        for s, name in enumerate(posterior.encoder.segments):
-            n = draws.segment_counts[s]
-            if n <= 0:
-                continue
-            med, lo, hi = _summary(draws.segment_ate[:, s], prob)
-            out.append(
-                SegmentEffect(
-                    segment=str(name),
-                    n_twins=int(round(n)),
-                    ate=med,
-                    ci_lower=lo,
-                    ci_upper=hi,
-                    relative_lift=float(np.median(seg_lift[:, s])),
-                    prob_above_threshold=float(np.mean(seg_lift[:, s] > thr)),
-                )
+        present = np.flatnonzero(draws.segment_counts > 0)
+        if present.size == 0:
+            return []
+        tail = (1.0 - prob) / 2.0
+        ate_q = np.quantile(draws.segment_ate[:, present], [0.5, tail, 1.0 - tail], axis=0)
+        lift = draws.segment_lift[:, present]
+        lift_med = np.median(lift, axis=0)
+        p_above = np.mean(lift > thr, axis=0)
+        names = posterior.encoder.segments
+        return [
+            SegmentEffect(
+                segment=str(names[s]),
+                n_twins=int(round(draws.segment_counts[s])),
+                ate=float(ate_q[0, i]),
+                ci_lower=float(ate_q[1, i]),
+                ci_upper=float(ate_q[2, i]),
+                relative_lift=float(lift_med[i]),
+                prob_above_threshold=float(p_above[i]),
             )
-        return out
+            for i, s in enumerate(present.tolist())
+        ]
 
     @staticmethod
     def _dose_points(

@@ -8,6 +8,8 @@ traced memory (``tracemalloc``) of:
   interval, segments, decision, sample size) with ``dose_grid=()``;
 * ``engine_full``: the same call with the default dose-response grid (six more
   treated intensities);
+* ``engine_one_thread``: ``engine`` with the vectorised core on the calling thread
+  only (``SimulationEngine(threads=1)``), to show what the worker threads add;
 * ``engine_kernel_all_distinct``: the vectorised core (:func:`effect_draws`) on every
   twin as if all were distinct, i.e. without the distinct-unit weighting;
 * ``pymc``: a PyMC model of the same structure, ``pm.set_data`` with the twins, then
@@ -58,6 +60,10 @@ POPULATION = 50_000
 SEED = 20_250_101
 TARGET_SPEEDUP_VS_PYMC = 20.0
 TARGET_RATIO_VS_FLOOR = 2.0
+#: Idle pause before each timed call. OpenBLAS threads keep spinning for a moment after
+#: a multi-threaded product (the floor at default threads); without the pause the next
+#: case would run beside them and be charged for their CPU time.
+IDLE_GAP_S = 0.3
 
 
 # -- measurement helpers ------------------------------------------------------------------------
@@ -65,6 +71,7 @@ def _best_time(fn: Callable[[], object], repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         gc.collect()
+        time.sleep(IDLE_GAP_S)
         start = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - start)
@@ -81,6 +88,7 @@ def _interleaved_best_times(
     for _ in range(repeats):
         for name, fn in cases.items():
             gc.collect()
+            time.sleep(IDLE_GAP_S)
             start = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
@@ -231,12 +239,23 @@ def _bench_size(
 
     settings = load_settings(environ={}, max_twin_count=max(50_000, twin_count))
     engine = SimulationEngine(settings)
+    engine_serial = SimulationEngine(settings, threads=1)
     posterior = model.posterior
     sample = draw_twins(model.population, twin_count, random_seed=SEED)
     twins = sample.frame(model.population)
 
     def engine_same_work() -> object:
         return engine.simulate(
+            model,
+            intervention_type,
+            {"intensity": 1.0},
+            twin_count,
+            random_seed=SEED,
+            dose_grid=(),
+        )
+
+    def engine_one_thread() -> object:
+        return engine_serial.simulate(
             model,
             intervention_type,
             {"intensity": 1.0},
@@ -264,6 +283,7 @@ def _bench_size(
 
     cases: dict[str, Callable[[], object]] = {
         "engine": engine_same_work,
+        "engine_one_thread": engine_one_thread,
         "engine_full": engine_full,
         "engine_kernel_all_distinct": kernel_all_distinct,
         "numpy_floor_default_threads": floor,
@@ -299,12 +319,14 @@ def _bench_size(
     out["seconds"]["numpy_floor"] = floor_s
     out["ratios"] = {
         "engine_over_floor": sec["engine"] / floor_s,
+        "engine_one_thread_over_floor": sec["engine_one_thread"] / floor_s,
         "engine_full_over_floor": sec["engine_full"] / floor_s,
         "kernel_all_distinct_over_floor": sec["engine_kernel_all_distinct"] / floor_s,
         "engine_over_floor_tanh_link": sec["engine"] / sec["numpy_floor_tanh_link"],
     }
     if with_pymc:
         out["ratios"]["pymc_over_engine"] = sec["pymc"] / sec["engine"]
+        out["ratios"]["pymc_over_engine_one_thread"] = sec["pymc"] / sec["engine_one_thread"]
         out["ratios"]["pymc_over_engine_full"] = sec["pymc"] / sec["engine_full"]
         out["ratios"]["pymc_over_kernel_all_distinct"] = (
             sec["pymc"] / sec["engine_kernel_all_distinct"]
@@ -328,9 +350,10 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Population {report['population']} units; bernoulli (hcp) model with "
         f"{report['sizes'][0]['features']} encoded features and "
         f"{report['sizes'][0]['segments']} segments. Times are the best of "
-        f"{report['repeats']} runs after a warm-up, the NumPy cases taking turns (PyMC: "
-        "the best of fewer runs, and its first call with compilation); peak memory is "
-        "traced by tracemalloc in a separate run.",
+        f"{report['repeats']} runs after a warm-up, the NumPy cases taking turns, each "
+        f"run after an idle pause of {IDLE_GAP_S:g} s (PyMC: the best of fewer runs, and "
+        "its first call with compilation); peak memory is traced by tracemalloc in a "
+        "separate run.",
         "",
         f"Machine: {env['cpu_count']} CPUs, load average {env['load_average']}, "
         f"Python {env['python']}, NumPy {env['numpy']}, PyMC {env.get('pymc', '-')}.",
@@ -363,7 +386,9 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "`engine` does the work of the PyMC comparison (treated and control expected "
-        "outcomes, ATE draws) plus the interval, segments, decision and sample size. "
+        "outcomes, ATE draws) plus the interval, segments, decision and sample size, "
+        "with the vectorised core on one worker thread per CPU; `engine_one_thread` is "
+        "the same on the calling thread alone. "
         "`engine_full` adds the default dose-response grid. "
         "`engine_kernel_all_distinct` is the vectorised core with every twin treated as "
         "a distinct unit. `numpy_floor` is one float32 product plus the inverse link for "

@@ -408,6 +408,26 @@ def test_effect_draws_matches_reference_computation() -> None:
         )
 
 
+def test_effect_draws_identical_for_any_thread_count() -> None:
+    # many small chunks over several segments, weighted; every family's sums
+    for tt in ("hcp", "patient", "territory"):
+        post, pop, k = _synthetic(tt)
+        units = pop.iloc[:700]
+        w = np.arange(1, len(units) + 1) % 5
+        runs = [
+            effect_draws(post, units, k, [1.0, 2.0], weights=w, batch_size=37, threads=t)
+            for t in (1, 2, 5)
+        ]
+        for other in runs[1:]:
+            for field in ("ate", "control_mean", "segment_ate", "var_control", "var_treated"):
+                assert np.array_equal(
+                    getattr(runs[0], field), getattr(other, field), equal_nan=True
+                )
+            assert np.array_equal(runs[0].predicted_control, other.predicted_control)
+        ref = effect_draws(post, units, k, [1.0, 2.0], weights=w, dtype=np.float64, threads=1)
+        np.testing.assert_allclose(runs[1].ate, ref.ate, rtol=1e-4, atol=1e-6)
+
+
 def test_same_seed_same_result(tau_draws: np.ndarray) -> None:
     model = closed_form_model(tau_draws)
     engine = SimulationEngine(make_settings())
@@ -624,6 +644,8 @@ def test_engine_settings_checked() -> None:
         SimulationEngine(make_settings(), dtype=np.float16)
     with pytest.raises(ValueError, match="blas_threads"):
         SimulationEngine(make_settings(), blas_threads=0)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        SimulationEngine(make_settings(), threads=0)
 
 
 def test_blas_threads_restored_after_concurrent_simulations(tau_draws: np.ndarray) -> None:

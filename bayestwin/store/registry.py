@@ -63,7 +63,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlflow
 import mlflow.artifacts
@@ -910,7 +910,8 @@ def predict_expected_outcomes(
     quant = np.empty((len(qs), n))
     step = max(1, max_cells // max(d, 1))
     groups = pd.DataFrame({"kind": kinds, "dose": dose}).groupby(["kind", "dose"], sort=True)
-    for (kind, level), positions in groups.indices.items():
+    for key, positions in groups.indices.items():
+        kind, level = cast(tuple[str, float], key)
         for start in range(0, len(positions), step):
             idx = positions[start : start + step]
             draws: NDArray = posterior.expected_outcome(
