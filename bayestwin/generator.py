@@ -14,10 +14,12 @@ The model for one (brand, twin type) is the hierarchical GLM of DESIGN.md::
   (a learned scale would add a funnel that costs far more ESS than it buys);
 * ``g(s) = (1 - exp(-rate s)) / (1 - exp(-rate))``: monotone dose-response with
   ``g(0) = 0`` and ``g(1) = 1``, so ``tau`` is the effect at intensity 1;
-* the effect hierarchies are non-centred, with zero-sum standardised deviations so
-  that the group means are identified on their own; the segment intercepts are
-  non-centred too unless every segment is rich in data, when the centred form
-  ``a[seg] ~ Normal(mu_a, sigma_a)`` samples far better (``intercept_parameterization``);
+* each level of a hierarchy is non-centred, with zero-sum standardised deviations so
+  that the group means are identified on their own, unless every group in the level is
+  rich in data, when the centred form (``a[seg] ~ Normal(mu_a, sigma_a)``,
+  ``tau_type[k] ~ Normal(mu_tau, sigma_type)``,
+  ``tau[k, seg] ~ Normal(tau_type[k], sigma_seg)``) samples far better
+  (``intercept_parameterization``, ``effect_parameterization``);
 * hierarchical scales get boundary-avoiding ``Gamma(2, 2 / scale)`` priors, which keep
   the sampler out of the funnel at zero when there are few groups.
 
@@ -164,6 +166,14 @@ class TwinModelSpec(BaseModel):
         description=(
             "Segment intercepts: centred suits segments rich in data, non-centred sparse "
             "ones; 'auto' picks by the data (see TwinGenerator)."
+        ),
+    )
+    effect_parameterization: Literal["auto", "centred", "non_centred"] = Field(
+        "auto",
+        description=(
+            "Intervention effects, per level of the hierarchy (type means, then type x "
+            "segment effects): 'auto' centres a level when every group in it is rich in "
+            "treated data (see TwinGenerator)."
         ),
     )
     priors: TwinPriors = Field(default_factory=TwinPriors)
@@ -436,8 +446,58 @@ class TwinGenerator:
             "outcome_scale": outcome_scale,
             "center": _link_of_mean(spec.family, float(y_all.mean())),
             "centred_intercepts": self._centred_intercepts(df),
+            "centred_effects": self._centred_effects(df, types),
             "n_rows": len(df),
         }
+
+    def _family_weight(self, df: pd.DataFrame) -> float:
+        """Fisher weight of one row at the mean outcome, on the link scale."""
+        ybar = float(df[self.spec.outcome].to_numpy(dtype=float).mean())
+        return {
+            "bernoulli": ybar * (1 - ybar),
+            "poisson": ybar,
+            "neg_binomial": ybar,
+        }.get(self.spec.family, 1.0)
+
+    def _centred_effects(self, df: pd.DataFrame, types: tuple[str, ...]) -> tuple[bool, bool]:
+        """Whether to centre the type means and the type x segment effects.
+
+        The rule of :meth:`_centred_intercepts`, level by level: a level is centred
+        when the approximate likelihood sd of every group's effect, ``1 / sqrt(n w)``
+        with ``n`` the treated rows of the group and ``w`` the family's weight, is
+        below half the prior scale of that level (``effect_type_sd`` for the type
+        means, ``effect_segment_sd`` for the effects per segment). When the data pin
+        every effect down, a non-centred level leaves a funnel between its scale and
+        its standardised deviations (divergences, poor r_hat); when some group is
+        sparse, the centred form has the funnel instead. A level with a single group
+        has no deviations and stays as it is.
+        """
+        spec = self.spec
+        choice = spec.effect_parameterization
+        n_seg = df[spec.segment_column].nunique()
+        if choice != "auto":
+            return (choice == "centred" and len(types) > 1, choice == "centred" and n_seg > 1)
+        w = self._family_weight(df)
+        treated = df[df[spec.intervention_column] != ""]
+        per_type = treated.groupby(spec.intervention_column).size().reindex(types, fill_value=0)
+        per_cell = (
+            treated.groupby([spec.intervention_column, spec.segment_column])
+            .size()
+            .reindex(
+                pd.MultiIndex.from_product([types, sorted(df[spec.segment_column].unique())]),
+                fill_value=0,
+            )
+        )
+
+        def rich(counts: pd.Series, prior_sd: float) -> bool:
+            sd = 1.0 / np.sqrt(max(float(counts.min()) * w, 1e-12))
+            return bool(sd < 0.5 * prior_sd)
+
+        pr = spec.priors
+        return (
+            len(types) > 1 and rich(per_type, pr.effect_type_sd),
+            n_seg > 1 and rich(per_cell, pr.effect_segment_sd),
+        )
 
     def _centred_intercepts(self, df: pd.DataFrame) -> bool:
         """Whether to centre the segment intercepts.
@@ -453,13 +513,7 @@ class TwinGenerator:
         choice = self.spec.intercept_parameterization
         if choice != "auto":
             return choice == "centred"
-        y = df[self.spec.outcome].to_numpy(dtype=float)
-        ybar = float(y.mean())
-        weight = {
-            "bernoulli": ybar * (1 - ybar),
-            "poisson": ybar,
-            "neg_binomial": ybar,
-        }.get(self.spec.family, 1.0)
+        weight = self._family_weight(df)
         n_min = int(df.groupby(self.spec.segment_column).size().min())
         sd = 1.0 / np.sqrt(max(n_min * weight, 1e-12))
         return bool(sd < 0.5 * self.spec.priors.segment_sd)
@@ -501,13 +555,25 @@ class TwinGenerator:
             mu_tau = pm.Normal("mu_tau", 0.0, pr.effect_mean_sd)
             sigma_type = _scale_prior(pm, "sigma_type", pr.effect_type_sd)
             sigma_seg = _scale_prior(pm, "sigma_seg", pr.effect_segment_sd)
-            z_type = _zero_sum(pm, "z_type", ("intervention_type",), coords)
-            z_tau = _zero_sum(pm, "z_tau", ("intervention_type", "segment"), coords)
-            tau = pm.Deterministic(
-                "tau",
-                mu_tau + sigma_type * z_type[:, None] + sigma_seg * z_tau,
-                dims=("intervention_type", "segment"),
-            )
+            centred_types, centred_cells = d["centred_effects"]
+            if centred_types:
+                tau_type = pm.Normal("tau_type", mu_tau, sigma_type, dims="intervention_type")
+            else:
+                z_type = _zero_sum(pm, "z_type", ("intervention_type",), coords)
+                tau_type = pm.Deterministic(
+                    "tau_type", mu_tau + sigma_type * z_type, dims="intervention_type"
+                )
+            if centred_cells:
+                tau = pm.Normal(
+                    "tau", tau_type[:, None], sigma_seg, dims=("intervention_type", "segment")
+                )
+            else:
+                z_tau = _zero_sum(pm, "z_tau", ("intervention_type", "segment"), coords)
+                tau = pm.Deterministic(
+                    "tau",
+                    tau_type[:, None] + sigma_seg * z_tau,
+                    dims=("intervention_type", "segment"),
+                )
             # a fixed, tight scale: shrinkage toward 0 without a funnel to sample
             z_gamma = pm.Normal("z_gamma", 0.0, 1.0, dims=("intervention_type", "numeric"))
             gamma = pm.Deterministic(
@@ -651,7 +717,7 @@ def _sample(model: Any, smp: SamplerSettings) -> Any:
 
 _PARAMS = [
     "mu_a", "sigma_a", "z_a", "a", "beta", "mu_tau", "sigma_type", "sigma_seg", "z_type",
-    "z_tau", "z_gamma", "log_rate", "dispersion",
+    "tau_type", "z_tau", "tau", "z_gamma", "log_rate", "dispersion",
 ]  # fmt: skip
 
 

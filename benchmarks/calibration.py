@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         default=min(2, os.cpu_count() or 1),
         help="worlds run in parallel (each fit then samples its chains on one core)",
     )
+    p.add_argument(
+        "--units",
+        default="1500,4000",
+        help="range of units per world, LO,HI (negative binomial: at most 1000)",
+    )
+    p.add_argument("--periods", type=int, default=8, help="periods per unit (negative binomial: 4)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument("--first", type=int, default=None, help="run only the first N worlds")
     p.add_argument(
@@ -66,8 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {path}")
         return 0
 
+    lo, hi = (int(v) for v in args.units.split(","))
     configs = draw_world_configs(
-        args.worlds, random_seed=args.seed, confounded_share=args.confounded_share
+        args.worlds,
+        random_seed=args.seed,
+        confounded_share=args.confounded_share,
+        n_units=(lo, hi),
+        n_periods=args.periods,
     )
     if args.first is not None:
         configs = configs[: args.first]

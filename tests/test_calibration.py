@@ -277,6 +277,20 @@ def test_world_configs_are_reproducible_and_varied() -> None:
     assert min(means) < 0 < max(means) and 0.0 in means
     assert any(c.rare_type is not None for c in a)
     assert len({c.seed for c in a}) == 48
+    for c in a:
+        if c.family == "neg_binomial":
+            assert c.n_periods == 4 and c.n_units == 1000
+        else:
+            assert c.n_periods == 8 and 1500 <= c.n_units <= 4000
+
+
+def test_world_config_sizes_checked() -> None:
+    with pytest.raises(ValueError, match="n_units"):
+        draw_world_configs(4, n_units=(500, 100))
+    with pytest.raises(ValueError, match="n_periods"):
+        draw_world_configs(4, n_periods=0)
+    small = draw_world_configs(8, n_units=(100, 200), n_periods=3)
+    assert all(100 <= c.n_units <= 200 and c.n_periods == 3 for c in small)
 
 
 def test_prior_effects_follow_the_model_prior() -> None:

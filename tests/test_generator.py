@@ -362,6 +362,24 @@ def test_other_backends_fit(backend: str) -> None:
     assert model.provenance["sampler"] == backend
 
 
+def test_effect_parameterization_follows_the_data() -> None:
+    """'auto' centres a level of the effect hierarchy only when all its groups are rich."""
+    rich = _data("patient", n_units=3000, n_periods=8, n_segments=3)
+    sparse = _data("patient", n_units=60, n_periods=1, n_segments=3)
+    names = TwinGenerator(_spec(rich)).build_model(rich.data).named_vars
+    assert "z_type" not in names and "z_tau" not in names
+    assert "tau_type" in names and "tau" in names
+    names = TwinGenerator(_spec(sparse)).build_model(sparse.data).named_vars
+    assert "z_type" in names and "z_tau" in names
+    forced = _spec(rich, effect_parameterization="non_centred")
+    names = TwinGenerator(forced).build_model(rich.data).named_vars
+    assert "z_type" in names and "z_tau" in names
+    # a rare type leaves its cells sparse: the type means are centred, the cells not
+    rare = _data("patient", n_units=3000, n_periods=8, n_segments=3, type_weights=[1, 1, 0.01])
+    names = TwinGenerator(_spec(rare)).build_model(rare.data).named_vars
+    assert "z_type" not in names and "z_tau" in names
+
+
 def test_intercept_parameterization_follows_the_data() -> None:
     """'auto' centres the segment intercepts only when every segment is rich in data."""
     rich = _data(n_units=2000, n_periods=5, n_segments=3)

@@ -226,7 +226,10 @@ def draw_world_configs(
     zero_share: float = 0.12,
     prior_share: float = 0.45,
     rare_share: float = 0.5,
-    n_units: tuple[int, int] = (500, 1200),
+    n_units: tuple[int, int] = (1500, 4000),
+    n_periods: int = 8,
+    neg_binomial_units: int = 1000,
+    neg_binomial_periods: int = 4,
 ) -> list[WorldConfig]:
     """Draw the configurations of ``n_worlds`` worlds, reproducibly.
 
@@ -255,8 +258,13 @@ def draw_world_configs(
     rare_share : float
         Share of worlds with one rare intervention type (weight 0.08 against 1).
     n_units : (int, int)
-        Range of units per world (negative binomial worlds use at most 500: their
-        likelihood is not collapsed over periods).
+        Range of units per world.
+    n_periods : int
+        Periods per unit. The bernoulli, poisson and gaussian likelihoods are
+        collapsed over periods, so periods add information at almost no cost.
+    neg_binomial_units, neg_binomial_periods : int
+        Caps on the units and the periods of negative binomial worlds, whose
+        likelihood is collapsed only over identical (design, value) pairs.
 
     Returns
     -------
@@ -264,6 +272,10 @@ def draw_world_configs(
     """
     if n_worlds < 1:
         raise ValueError(f"n_worlds must be >= 1, got {n_worlds}")
+    if not 1 <= n_units[0] <= n_units[1]:
+        raise ValueError(f"n_units must be a range (lo, hi) with 1 <= lo <= hi, got {n_units}")
+    if n_periods < 1 or neg_binomial_periods < 1 or neg_binomial_units < 1:
+        raise ValueError("n_periods, neg_binomial_periods and neg_binomial_units must be >= 1")
     for name, share in (("confounded_share", confounded_share), ("hidden_share", hidden_share)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {share}")
@@ -315,7 +327,8 @@ def draw_world_configs(
         rare = rng.random() < rare_share
         rare_type = int(rng.integers(n_types)) if rare else None
         weights = tuple(0.08 if j == rare_type else 1.0 for j in range(n_types))
-        hi = min(n_units[1], 500) if family == "neg_binomial" else n_units[1]
+        nb = family == "neg_binomial"
+        hi = min(n_units[1], neg_binomial_units) if nb else n_units[1]
         lo = min(n_units[0], hi)
         configs.append(
             WorldConfig(
@@ -324,7 +337,7 @@ def draw_world_configs(
                 twin_type=twin_type.value,
                 family=family,
                 n_units=int(rng.integers(lo, hi + 1)),
-                n_periods=4,
+                n_periods=min(n_periods, neg_binomial_periods) if nb else n_periods,
                 n_segments=int(rng.integers(4, 9)),
                 n_numeric=n_numeric,
                 n_intervention_types=n_types,
