@@ -239,30 +239,25 @@ def _bench_size(
 
     settings = load_settings(environ={}, max_twin_count=max(50_000, twin_count))
     engine = SimulationEngine(settings)
-    engine_serial = SimulationEngine(settings, threads=1)
     posterior = model.posterior
     sample = draw_twins(model.population, twin_count, random_seed=SEED)
     twins = sample.frame(model.population)
 
-    def engine_same_work() -> object:
-        return engine.simulate(
-            model,
-            intervention_type,
-            {"intensity": 1.0},
-            twin_count,
-            random_seed=SEED,
-            dose_grid=(),
-        )
+    def same_work(eng: SimulationEngine) -> Callable[[], object]:
+        def run() -> object:
+            return eng.simulate(
+                model,
+                intervention_type,
+                {"intensity": 1.0},
+                twin_count,
+                random_seed=SEED,
+                dose_grid=(),
+            )
 
-    def engine_one_thread() -> object:
-        return engine_serial.simulate(
-            model,
-            intervention_type,
-            {"intensity": 1.0},
-            twin_count,
-            random_seed=SEED,
-            dose_grid=(),
-        )
+        return run
+
+    engine_same_work = same_work(engine)
+    engine_one_thread = same_work(SimulationEngine(settings, threads=1))
 
     def engine_full() -> object:
         return engine.simulate(
