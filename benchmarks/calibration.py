@@ -42,10 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--units",
-        default="1500,4000",
-        help="range of units per world, LO,HI (negative binomial: at most 1000)",
+        default="2000,6000",
+        help="range of units per world, LO,HI (negative binomial: at most 1500)",
     )
-    p.add_argument("--periods", type=int, default=8, help="periods per unit (negative binomial: 4)")
+    p.add_argument(
+        "--periods", type=int, default=12, help="periods per unit (negative binomial: at most 6)"
+    )
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument("--first", type=int, default=None, help="run only the first N worlds")
     p.add_argument(

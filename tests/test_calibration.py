@@ -279,9 +279,9 @@ def test_world_configs_are_reproducible_and_varied() -> None:
     assert len({c.seed for c in a}) == 48
     for c in a:
         if c.family == "neg_binomial":
-            assert c.n_periods == 4 and c.n_units == 1000
+            assert c.n_periods == 6 and c.n_units == 1500
         else:
-            assert c.n_periods == 8 and 1500 <= c.n_units <= 4000
+            assert c.n_periods == 12 and 2000 <= c.n_units <= 6000
 
 
 def test_world_config_sizes_checked() -> None:

@@ -226,10 +226,10 @@ def draw_world_configs(
     zero_share: float = 0.12,
     prior_share: float = 0.45,
     rare_share: float = 0.5,
-    n_units: tuple[int, int] = (1500, 4000),
-    n_periods: int = 8,
-    neg_binomial_units: int = 1000,
-    neg_binomial_periods: int = 4,
+    n_units: tuple[int, int] = (2000, 6000),
+    n_periods: int = 12,
+    neg_binomial_units: int = 1500,
+    neg_binomial_periods: int = 6,
 ) -> list[WorldConfig]:
     """Draw the configurations of ``n_worlds`` worlds, reproducibly.
 
