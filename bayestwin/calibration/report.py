@@ -154,7 +154,7 @@ def _segment_bins(segments: pd.DataFrame) -> pd.Series:
     return pd.cut(
         segments["segment_treated_units"],
         bins=[-1, 4, 19, 49, np.inf],
-        labels=["0-4", "5-19", "20-49", "50+"],
+        labels=["a: 0-4", "b: 5-19", "c: 20-49", "d: 50+"],
     ).astype(str)
 
 
