@@ -215,8 +215,15 @@ def draw_twins(
         )
     eligible = np.flatnonzero(eligible_mask(population, target))
     rng = np.random.default_rng(random_seed)
-    rows = eligible[rng.integers(0, eligible.size, size=twin_count)]
-    unique_rows, counts = np.unique(rows, return_counts=True)
+    picks = rng.integers(0, eligible.size, size=twin_count)
+    rows = eligible[picks]
+    if eligible.size <= 8 * twin_count + 100_000:
+        # counting beats sorting when the eligible set is not much larger than the draw
+        tally = np.bincount(picks, minlength=eligible.size)
+        hit = np.flatnonzero(tally)
+        unique_rows, counts = eligible[hit], tally[hit]
+    else:
+        unique_rows, counts = np.unique(rows, return_counts=True)
     return TwinSample(
         rows=rows.astype(np.intp),
         unit_ids=(population[id_column].to_numpy() if unit_ids is None else unit_ids)[rows],

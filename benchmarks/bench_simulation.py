@@ -399,7 +399,7 @@ def run(
     *,
     sizes: Sequence[tuple[int, int]] = SIZES,
     population: int = POPULATION,
-    repeats: int = 7,
+    repeats: int = 15,
     with_pymc: bool = True,
 ) -> dict[str, Any]:
     """Run the benchmark and write ``bench_simulation.json`` and ``.md`` to ``out_dir``.
@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="reports", help="output folder (default reports/)")
     parser.add_argument("--population", type=int, default=POPULATION)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-pymc", action="store_true", help="skip the PyMC comparison")
     parser.add_argument(
         "--sizes",

@@ -85,6 +85,17 @@ def test_range_on_text_column(population: pd.DataFrame) -> None:
         eligible_mask(population, {"region": {"min": 1}})
 
 
+@pytest.mark.parametrize(("n_units", "twin_count"), [(300, 1000), (300_000, 50)])
+def test_distinct_rows_and_counts_by_counting_or_sorting(n_units: int, twin_count: int) -> None:
+    # a small eligible set is tallied, a large one sorted; both give np.unique's answer
+    frame = pd.DataFrame({"unit_id": [f"u{i}" for i in range(n_units)], "x": np.arange(n_units)})
+    sample = draw_twins(frame, twin_count, {"x": {"min": 10}}, random_seed=3)
+    rows, counts = np.unique(sample.rows, return_counts=True)
+    np.testing.assert_array_equal(sample.unique_rows, rows)
+    np.testing.assert_array_equal(sample.counts, counts)
+    assert sample.counts.sum() == twin_count and (sample.rows >= 10).all()
+
+
 def test_draw_twins_is_seeded_and_targeted(population: pd.DataFrame) -> None:
     target = {"segment": ["oncology"]}
     a = draw_twins(population, 500, target, random_seed=7)
