@@ -347,6 +347,11 @@ def _scale_prior(pm: Any, name: str, mean: float) -> Any:
     return pm.Gamma(name, alpha=2.0, beta=2.0 / mean)
 
 
+#: A level of the effect hierarchy is centred when every group's likelihood sd is below
+#: this share of the level's prior scale (see ``TwinGenerator._centred_effects``).
+_EFFECT_CENTRING_FACTOR = 0.1
+
+
 def _zero_sum(pm: Any, name: str, dims: tuple[str, ...], coords: dict[str, list[str]]) -> Any:
     """Standardised group deviations that sum to zero over the last dimension.
 
@@ -462,11 +467,15 @@ class TwinGenerator:
     def _centred_effects(self, df: pd.DataFrame, types: tuple[str, ...]) -> tuple[bool, bool]:
         """Whether to centre the type means and the type x segment effects.
 
-        The rule of :meth:`_centred_intercepts`, level by level: a level is centred
-        when the approximate likelihood sd of every group's effect, ``1 / sqrt(n w)``
-        with ``n`` the treated rows of the group and ``w`` the family's weight, is
-        below half the prior scale of that level (``effect_type_sd`` for the type
-        means, ``effect_segment_sd`` for the effects per segment). When the data pin
+        The rule of :meth:`_centred_intercepts`, level by level, made stricter: a
+        level is centred when the approximate likelihood sd of every group's effect,
+        ``1 / sqrt(n w)`` with ``n`` the treated rows of the group and ``w`` the
+        family's weight, is below a tenth of the prior scale of that level
+        (``effect_type_sd`` for the type means, ``effect_segment_sd`` for the
+        effects per segment). Effects vary less across groups than intercepts do,
+        often far less than the prior scale allows, and a centred level whose true
+        scale is small has its own funnel; half the prior scale centred too eagerly
+        (divergences on data sets where the non-centred form had none). When the data pin
         every effect down, a non-centred level leaves a funnel between its scale and
         its standardised deviations (divergences, poor r_hat); when some group is
         sparse, the centred form has the funnel instead. A level with a single group
@@ -491,7 +500,7 @@ class TwinGenerator:
 
         def rich(counts: pd.Series, prior_sd: float) -> bool:
             sd = 1.0 / np.sqrt(max(float(counts.min()) * w, 1e-12))
-            return bool(sd < 0.5 * prior_sd)
+            return bool(sd < _EFFECT_CENTRING_FACTOR * prior_sd)
 
         pr = spec.priors
         return (
