@@ -364,20 +364,23 @@ def test_other_backends_fit(backend: str) -> None:
 
 def test_effect_parameterization_follows_the_data() -> None:
     """'auto' centres a level of the effect hierarchy only when all its groups are rich."""
-    rich = _data("patient", n_units=3000, n_periods=8, n_segments=3)
-    sparse = _data("patient", n_units=60, n_periods=1, n_segments=3)
-    names = TwinGenerator(_spec(rich)).build_model(rich.data).named_vars
-    assert "z_type" not in names and "z_tau" not in names
-    assert "tau_type" in names and "tau" in names
-    names = TwinGenerator(_spec(sparse)).build_model(sparse.data).named_vars
-    assert "z_type" in names and "z_tau" in names
-    forced = _spec(rich, effect_parameterization="non_centred")
-    names = TwinGenerator(forced).build_model(rich.data).named_vars
-    assert "z_type" in names and "z_tau" in names
-    # a rare type leaves its cells sparse: the type means are centred, the cells not
-    rare = _data("patient", n_units=3000, n_periods=8, n_segments=3, type_weights=[1, 1, 0.01])
-    names = TwinGenerator(_spec(rare)).build_model(rare.data).named_vars
+
+    def free(s: SyntheticTwinData, **kw: object) -> set[str]:
+        return set(TwinGenerator(_spec(s, **kw)).build_model(s.data).named_vars)
+
+    rich = _data("patient", n_units=6000, n_periods=12, n_segments=2)
+    names = free(rich)
+    assert not {"z_type", "z_tau"} & names and {"tau_type", "tau"} <= names
+    assert {"z_type", "z_tau"} <= free(rich, effect_parameterization="non_centred")
+    # type means rich, type x segment cells not: only the type level is centred
+    moderate = _data("patient", n_units=3000, n_periods=8, n_segments=3)
+    names = free(moderate)
     assert "z_type" not in names and "z_tau" in names
+    sparse = _data("patient", n_units=60, n_periods=1, n_segments=3)
+    assert {"z_type", "z_tau"} <= free(sparse)
+    # one rare type keeps its level non-centred
+    rare = _data("patient", n_units=6000, n_periods=12, n_segments=2, type_weights=[1, 1, 0.01])
+    assert {"z_type", "z_tau"} <= free(rare)
 
 
 def test_intercept_parameterization_follows_the_data() -> None:
