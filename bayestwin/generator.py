@@ -352,6 +352,11 @@ def _scale_prior(pm: Any, name: str, mean: float) -> Any:
 _EFFECT_CENTRING_FACTOR = 0.1
 
 
+def _pinned_down(n_rows: float, weight: float, scale: float) -> bool:
+    """Whether ``n_rows`` rows of Fisher weight ``weight`` give a likelihood sd under ``scale``."""
+    return bool(1.0 / np.sqrt(max(float(n_rows) * weight, 1e-12)) < scale)
+
+
 def _zero_sum(pm: Any, name: str, dims: tuple[str, ...], coords: dict[str, list[str]]) -> Any:
     """Standardised group deviations that sum to zero over the last dimension.
 
@@ -467,19 +472,19 @@ class TwinGenerator:
     def _centred_effects(self, df: pd.DataFrame, types: tuple[str, ...]) -> tuple[bool, bool]:
         """Whether to centre the type means and the type x segment effects.
 
+        When the data pin every effect of a level down, a non-centred level leaves a
+        funnel between its scale and its standardised deviations (divergences, poor
+        r_hat); when some group is sparse, the centred form has the funnel instead.
         The rule of :meth:`_centred_intercepts`, level by level, made stricter: a
         level is centred when the approximate likelihood sd of every group's effect,
         ``1 / sqrt(n w)`` with ``n`` the treated rows of the group and ``w`` the
         family's weight, is below a tenth of the prior scale of that level
         (``effect_type_sd`` for the type means, ``effect_segment_sd`` for the
-        effects per segment). Effects vary less across groups than intercepts do,
-        often far less than the prior scale allows, and a centred level whose true
-        scale is small has its own funnel; half the prior scale centred too eagerly
-        (divergences on data sets where the non-centred form had none). When the data pin
-        every effect down, a non-centred level leaves a funnel between its scale and
-        its standardised deviations (divergences, poor r_hat); when some group is
-        sparse, the centred form has the funnel instead. A level with a single group
-        has no deviations and stays as it is.
+        effects per segment). Effects often vary far less across groups than the
+        prior scale allows, and a centred level whose true scale is small has its
+        own funnel: half the prior scale centred too eagerly (divergences on data
+        sets where the non-centred form had none). A level with a single group has
+        no deviations and stays as it is.
         """
         spec = self.spec
         choice = spec.effect_parameterization
@@ -498,14 +503,10 @@ class TwinGenerator:
             )
         )
 
-        def rich(counts: pd.Series, prior_sd: float) -> bool:
-            sd = 1.0 / np.sqrt(max(float(counts.min()) * w, 1e-12))
-            return bool(sd < _EFFECT_CENTRING_FACTOR * prior_sd)
-
-        pr = spec.priors
+        pr, f = spec.priors, _EFFECT_CENTRING_FACTOR
         return (
-            len(types) > 1 and rich(per_type, pr.effect_type_sd),
-            n_seg > 1 and rich(per_cell, pr.effect_segment_sd),
+            len(types) > 1 and _pinned_down(per_type.min(), w, f * pr.effect_type_sd),
+            n_seg > 1 and _pinned_down(per_cell.min(), w, f * pr.effect_segment_sd),
         )
 
     def _centred_intercepts(self, df: pd.DataFrame) -> bool:
@@ -522,10 +523,8 @@ class TwinGenerator:
         choice = self.spec.intercept_parameterization
         if choice != "auto":
             return choice == "centred"
-        weight = self._family_weight(df)
-        n_min = int(df.groupby(self.spec.segment_column).size().min())
-        sd = 1.0 / np.sqrt(max(n_min * weight, 1e-12))
-        return bool(sd < 0.5 * self.spec.priors.segment_sd)
+        n_min = df.groupby(self.spec.segment_column).size().min()
+        return _pinned_down(n_min, self._family_weight(df), 0.5 * self.spec.priors.segment_sd)
 
     def build_model(self, history: pd.DataFrame) -> Any:
         """Return the PyMC model for ``history`` (validated), without sampling.
