@@ -10,34 +10,34 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from bayestwin.config import Settings, load_settings
+from bayestwin.settings import Settings, load_settings
 from bayestwin.vocabulary import FidelityGrade, Recommendation, SimulationStatus, TwinType
 
 if TYPE_CHECKING:
-    from bayestwin.fidelity import FidelityTracker
-    from bayestwin.generator import (
+    from bayestwin.engine.fidelity import FidelityTracker
+    from bayestwin.model.fit import (
         SamplerSettings,
         TwinGenerator,
         TwinModelSpec,
         load_model,
         save_model,
     )
-    from bayestwin.model import FittedTwinModel
-    from bayestwin.simulation import SimulationEngine
+    from bayestwin.model.fitted import FittedTwinModel
+    from bayestwin.engine.simulation import SimulationEngine
     from bayestwin.store.repository import TwinRepository
     from bayestwin.synthetic import generate_synthetic_twin_data
 
 _LAZY = {
-    "FidelityTracker": "bayestwin.fidelity",
-    "FittedTwinModel": "bayestwin.model",
-    "SamplerSettings": "bayestwin.generator",
-    "SimulationEngine": "bayestwin.simulation",
-    "TwinGenerator": "bayestwin.generator",
-    "TwinModelSpec": "bayestwin.generator",
+    "FidelityTracker": "bayestwin.engine.fidelity",
+    "FittedTwinModel": "bayestwin.model.fitted",
+    "SamplerSettings": "bayestwin.model.fit",
+    "SimulationEngine": "bayestwin.engine.simulation",
+    "TwinGenerator": "bayestwin.model.fit",
+    "TwinModelSpec": "bayestwin.model.fit",
     "TwinRepository": "bayestwin.store.repository",
     "generate_synthetic_twin_data": "bayestwin.synthetic",
-    "load_model": "bayestwin.generator",
-    "save_model": "bayestwin.generator",
+    "load_model": "bayestwin.model.fit",
+    "save_model": "bayestwin.model.fit",
 }
 
 __all__ = [

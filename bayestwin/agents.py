@@ -16,7 +16,7 @@ and a missing model or a wrong input comes back as a structured error: then the
 pre-screen is ``unavailable`` and the workflow goes on to Design without a twin prior
 (never with invented numbers).
 
-The decision is the simulation engine's (:func:`bayestwin.simulation.decide`): skip
+The decision is the simulation engine's (:func:`bayestwin.engine.simulation.decide`): skip
 when the posterior probability that the relative lift exceeds ``min_effect_threshold``
 is at most ``1 - confidence_threshold``.
 """
@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypedDict
 
-from bayestwin.config import AgentConfig, load_agent_config
+from bayestwin.settings import AgentConfig, load_agent_config
 from bayestwin.schemas import EffectPrior, SampleSizeReport, SimulationResult
 from bayestwin.service import TwinService
 from bayestwin.tools import ToolError, simulate_intervention
@@ -138,7 +138,7 @@ def make_twin_prescreen_node(
         Service the tool uses (default: the tools' default service).
     agent_config : AgentConfig, optional
         Workflow gate (``stop_on``, ``pass_field``); default
-        :func:`~bayestwin.config.load_agent_config`.
+        :func:`~bayestwin.settings.load_agent_config`.
 
     Returns
     -------

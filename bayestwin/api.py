@@ -44,8 +44,8 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bayestwin import __version__
-from bayestwin.config import Settings, load_settings
-from bayestwin.model import ModelNotUsableError
+from bayestwin.settings import Settings, load_settings
+from bayestwin.model.fitted import ModelNotUsableError
 from bayestwin.schemas import (
     FidelityResult,
     SimulateInterventionRequest,
@@ -510,7 +510,7 @@ def create_app(
         starts and closed when it stops.
     settings : Settings, optional
         Settings for that service and for the API key (default
-        :func:`~bayestwin.config.load_settings`).
+        :func:`~bayestwin.settings.load_settings`).
     api_key : str, optional
         Key required in ``X-API-Key``; default the ``api_key`` setting. None (and no
         setting): no key is asked for.

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from bayestwin.fidelity import GRADE_BOUNDARIES, CalibrationReport
+from bayestwin.engine.fidelity import GRADE_BOUNDARIES, CalibrationReport
 from bayestwin.schemas import FidelityResult
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def reliability_diagram(
     Parameters
     ----------
     report : CalibrationReport
-        From :func:`bayestwin.fidelity.calibration_report`.
+        From :func:`bayestwin.engine.fidelity.calibration_report`.
     band : float
         Probability of the calibrated band.
     ax : matplotlib Axes, optional
@@ -104,7 +104,7 @@ def pit_histogram(
     Parameters
     ----------
     report : CalibrationReport
-        From :func:`bayestwin.fidelity.calibration_report`.
+        From :func:`bayestwin.engine.fidelity.calibration_report`.
     bins : int, optional
         Number of bins (default: the report's ``pit_bins``).
     band : float

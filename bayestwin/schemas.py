@@ -13,7 +13,7 @@ Which number is which (the output contract):
 * ``relative_lift`` is the same ATE divided by the control mean, draw by draw.
 * The *predictive* distribution of an experiment's *observed* ATE adds the real test's
   sampling noise at its arm sizes; it is computed at validation time by
-  :mod:`bayestwin.fidelity` from ``ate_draws`` and is never stored as the CI.
+  :mod:`bayestwin.engine.fidelity` from ``ate_draws`` and is never stored as the CI.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Synthetic twin histories with known ground truth.
 
 :func:`generate_synthetic_twin_data` draws a panel of units x periods for one twin type
-from the same hierarchical GLM that :mod:`bayestwin.generator` fits (DESIGN.md, "The
+from the same hierarchical GLM that :mod:`bayestwin.model.fit` fits (DESIGN.md, "The
 statistics")::
 
     eta = a[brand, segment] + z . beta + c[level]
@@ -39,7 +39,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import special
 
-from bayestwin.families import FAMILIES, Family, check_family, inverse_link
+from bayestwin.core.families import FAMILIES, Family, check_family, inverse_link
 from bayestwin.vocabulary import TwinType
 
 __all__ = [

@@ -41,8 +41,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bayestwin.config import load_agent_config
-from bayestwin.model import ModelNotUsableError
+from bayestwin.settings import load_agent_config
+from bayestwin.model.fitted import ModelNotUsableError
 from bayestwin.schemas import (
     ExperimentOutcome,
     FidelityResult,

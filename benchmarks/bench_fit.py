@@ -75,7 +75,7 @@ def run_case(name: str) -> dict[str, Any]:
     """Fit one case in this process and return its measurements."""
     import numpy as np
 
-    from bayestwin.generator import (
+    from bayestwin.model.fit import (
         DiagnosticThresholds,
         SamplerSettings,
         TwinGenerator,

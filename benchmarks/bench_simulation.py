@@ -16,7 +16,7 @@ traced memory (``tracemalloc``) of:
   ``pm.sample_posterior_predictive(..., predictions=True)`` of the expected outcome
   under treatment and under control, and the ATE draws from the two;
 * ``numpy_floor``: one matrix product ``(draws x P) @ (P x twins)`` plus the inverse
-  link (:func:`bayestwin.families.inverse_link`), float32, unchunked, at the process's
+  link (:func:`bayestwin.core.families.inverse_link`), float32, unchunked, at the process's
   BLAS threads and at one thread (the faster counts). ``numpy_floor_tanh_link`` is
   the same with the logit link computed as the engine does (``1 + tanh(eta / 2)``),
   for reference.
@@ -46,12 +46,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayestwin.config import load_settings
-from bayestwin.families import inverse_link
-from bayestwin.model import Diagnostics, FittedTwinModel
-from bayestwin.population import draw_twins
-from bayestwin.posterior import TwinPosterior
-from bayestwin.simulation import SimulationEngine, effect_draws
+from bayestwin.settings import load_settings
+from bayestwin.core.families import inverse_link
+from bayestwin.model.fitted import Diagnostics, FittedTwinModel
+from bayestwin.core.population import draw_twins
+from bayestwin.core.posterior import TwinPosterior
+from bayestwin.engine.simulation import SimulationEngine, effect_draws
 from bayestwin.synthetic import generate_synthetic_twin_data
 from bayestwin.vocabulary import TwinType
 

@@ -25,7 +25,7 @@ from bayestwin.agents import (
     route_after_twin_simulation,
     twin_prescreen_node,
 )
-from bayestwin.config import load_agent_config
+from bayestwin.settings import load_agent_config
 from bayestwin.schemas import EffectPrior, SimulationResult
 from bayestwin.service import TwinService
 from bayestwin.vocabulary import Recommendation

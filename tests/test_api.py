@@ -22,7 +22,7 @@ from schemathesis.checks import not_a_server_error  # noqa: E402
 from test_service import BRAND, make_settings, truth_model  # noqa: E402
 
 from bayestwin.api import PREFIX, PROBLEM_JSON, create_app  # noqa: E402
-from bayestwin.fidelity import outcome_from_frame  # noqa: E402
+from bayestwin.engine.fidelity import outcome_from_frame  # noqa: E402
 from bayestwin.service import TwinService  # noqa: E402
 from bayestwin.synthetic import SyntheticTwinData  # noqa: E402
 

@@ -14,7 +14,7 @@ from test_service import BRAND, make_settings, truth_model
 
 from bayestwin import cli
 from bayestwin.cli import main
-from bayestwin.fidelity import outcome_from_frame
+from bayestwin.engine.fidelity import outcome_from_frame
 from bayestwin.service import TwinService
 from bayestwin.synthetic import SyntheticTwinData, generate_synthetic_twin_data
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 import bayestwin
 from bayestwin import schemas
-from bayestwin.config import (
+from bayestwin.settings import (
     AgentConfig,
     ConfigError,
     Settings,
@@ -98,7 +98,7 @@ def test_settings_are_built_by_a_function_not_at_import(repo_root: Path) -> None
         "BAYESTWIN_CONFIG": str(repo_root / "no-such-file.yaml"),
     }
     code = (
-        "import bayestwin, bayestwin.config as c\n"
+        "import bayestwin, bayestwin.settings as c\n"
         "assert not [v for v in vars(c).values() if isinstance(v, c.Settings)]\n"
         "try:\n    c.load_settings()\nexcept c.ConfigError as e:\n    print('refused:', e)\n"
     )

@@ -1,4 +1,4 @@
-"""Tests of bayestwin.fidelity and bayestwin.plots."""
+"""Tests of bayestwin.engine.fidelity and bayestwin.plots."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from bayestwin.config import load_settings
-from bayestwin.fidelity import (
+from bayestwin.settings import load_settings
+from bayestwin.engine.fidelity import (
     GRADE_BOUNDARIES,
     ATEPredictive,
     FidelityTracker,
@@ -36,10 +36,10 @@ from bayestwin.fidelity import (
     validation_score,
     wilson_interval,
 )
-from bayestwin.model import Diagnostics, FittedTwinModel
-from bayestwin.posterior import TwinPosterior
+from bayestwin.model.fitted import Diagnostics, FittedTwinModel
+from bayestwin.core.posterior import TwinPosterior
 from bayestwin.schemas import ExperimentOutcome, FidelityResult, SimulationResult
-from bayestwin.simulation import SimulationEngine, observed_ate_predictive
+from bayestwin.engine.simulation import SimulationEngine, observed_ate_predictive
 from bayestwin.synthetic import generate_synthetic_twin_data
 from bayestwin.vocabulary import FidelityGrade
 

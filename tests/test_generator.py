@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayestwin.generator import (
+from bayestwin.model.fit import (
     HistoryError,
     ModelVersionError,
     SamplerSettings,
@@ -22,7 +22,7 @@ from bayestwin.generator import (
     load_model,
     save_model,
 )
-from bayestwin.model import FittedTwinModel, ModelNotUsableError
+from bayestwin.model.fitted import FittedTwinModel, ModelNotUsableError
 from bayestwin.synthetic import SyntheticTwinData, generate_synthetic_twin_data
 
 BRAND = "Remibrutinib"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayestwin.population import draw_twins, eligible_mask
+from bayestwin.core.population import draw_twins, eligible_mask
 from bayestwin.schemas import InterventionConfig, NumericRange
 
 

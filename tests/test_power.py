@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayestwin.power import (
+from bayestwin.core.power import (
     assurance,
     assurance_curve,
     assurance_n,

@@ -9,9 +9,9 @@ import bayestwin
 
 
 def test_spec_classes_are_exported() -> None:
-    from bayestwin.fidelity import FidelityTracker
-    from bayestwin.generator import TwinGenerator
-    from bayestwin.simulation import SimulationEngine
+    from bayestwin.engine.fidelity import FidelityTracker
+    from bayestwin.model.fit import TwinGenerator
+    from bayestwin.engine.simulation import SimulationEngine
     from bayestwin.store.repository import TwinRepository
 
     assert bayestwin.TwinGenerator is TwinGenerator

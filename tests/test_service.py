@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from bayestwin.config import Settings, load_settings
-from bayestwin.fidelity import outcome_from_frame
-from bayestwin.generator import SamplerSettings, default_spec
-from bayestwin.model import Diagnostics, FittedTwinModel, ModelNotUsableError
-from bayestwin.posterior import TwinPosterior
+from bayestwin.settings import Settings, load_settings
+from bayestwin.engine.fidelity import outcome_from_frame
+from bayestwin.model.fit import SamplerSettings, default_spec
+from bayestwin.model.fitted import Diagnostics, FittedTwinModel, ModelNotUsableError
+from bayestwin.core.posterior import TwinPosterior
 from bayestwin.schemas import ExperimentOutcome
 from bayestwin.service import (
     ExperimentResultNotFoundError,
@@ -520,7 +520,7 @@ def test_fit_register_simulate_with_a_real_tiny_fit(tmp_path: Path) -> None:
 
 
 def test_mlflow_registry_is_used_when_available(tmp_path: Path, brand: str) -> None:
-    registry = pytest.importorskip("bayestwin.store.registry")
+    registry = pytest.importorskip("bayestwin.store.mlflow.registry")
     from mlflow.tracking import MlflowClient
 
     settings = make_settings(tmp_path)

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayestwin.config import Settings, load_settings
-from bayestwin.model import Diagnostics, FittedTwinModel, ModelNotUsableError
-from bayestwin.population import draw_twins
-from bayestwin.posterior import FeatureEncoder, TwinPosterior, dose_response_draws
-from bayestwin.power import n_per_arm, two_mean_n, two_proportion_n
+from bayestwin.settings import Settings, load_settings
+from bayestwin.model.fitted import Diagnostics, FittedTwinModel, ModelNotUsableError
+from bayestwin.core.population import draw_twins
+from bayestwin.core.posterior import FeatureEncoder, TwinPosterior, dose_response_draws
+from bayestwin.core.power import n_per_arm, two_mean_n, two_proportion_n
 from bayestwin.schemas import InterventionConfig
-from bayestwin.simulation import (
+from bayestwin.engine.simulation import (
     Decision,
     EncodedUnits,
     SimulationEngine,
@@ -563,7 +563,7 @@ def guarded(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before validation")
 
-    monkeypatch.setattr("bayestwin.simulation.draw_twins", boom)
+    monkeypatch.setattr("bayestwin.engine.simulation.draw_twins", boom)
 
 
 @pytest.mark.usefixtures("guarded")

@@ -22,13 +22,13 @@ import pytest
 import xarray as xr
 from mlflow.tracking import MlflowClient
 
-from bayestwin.fidelity import FidelitySummary
-from bayestwin.generator import SamplerSettings, TwinGenerator, default_spec
-from bayestwin.model import FittedTwinModel, ModelNotUsableError
-from bayestwin.posterior import TwinPosterior
+from bayestwin.engine.fidelity import FidelitySummary
+from bayestwin.model.fit import SamplerSettings, TwinGenerator, default_spec
+from bayestwin.model.fitted import FittedTwinModel, ModelNotUsableError
+from bayestwin.core.posterior import TwinPosterior
 from bayestwin.schemas import FidelityResult, TwinModelInfo
 from bayestwin.store import AlreadyExistsError, InvalidStateError, TwinRepository
-from bayestwin.store.registry import (
+from bayestwin.store.mlflow.registry import (
     RegisteredTwin,
     active_version,
     default_artifact_location,
@@ -319,7 +319,7 @@ _CHILD = textwrap.dedent(
     import numpy as np
     import pandas as pd
 
-    from bayestwin.store.registry import load_fitted, predict_expected_outcomes
+    from bayestwin.store.mlflow.registry import load_fitted, predict_expected_outcomes
 
     uri, name, units_path, out = sys.argv[1:5]
     units = pd.read_parquet(units_path)

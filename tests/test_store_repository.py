@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from bayestwin.config import load_settings
+from bayestwin.settings import load_settings
 from bayestwin.schemas import (
     FidelityResult,
     InterventionConfig,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayestwin.families import FAMILIES, Family
+from bayestwin.core.families import FAMILIES, Family
 from bayestwin.synthetic import (
     DEFAULT_FAMILY,
     SyntheticTwinData,

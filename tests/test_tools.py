@@ -11,8 +11,8 @@ import pytest
 from test_service import BRAND, make_settings, truth_model
 
 from bayestwin import tools
-from bayestwin.config import load_agent_config
-from bayestwin.fidelity import outcome_from_frame
+from bayestwin.settings import load_agent_config
+from bayestwin.engine.fidelity import outcome_from_frame
 from bayestwin.schemas import FidelityResult, SimulationResult
 from bayestwin.service import TwinService
 from bayestwin.synthetic import SyntheticTwinData

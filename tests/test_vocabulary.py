@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bayestwin.config import config_file
+from bayestwin.settings import config_file
 from bayestwin.vocabulary import (
     VOCABULARY,
     FidelityGrade,

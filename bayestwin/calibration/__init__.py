@@ -5,9 +5,9 @@ A *world* is one synthetic history drawn by
 outcome family, true effects, segment sizes, intervention-type frequencies and
 assignment. In each world (:func:`run_world`):
 
-1. fit the twin model (:class:`bayestwin.generator.TwinGenerator`);
+1. fit the twin model (:class:`bayestwin.model.fit.TwinGenerator`);
 2. for every intervention type, simulate it at intensity 1 on twins drawn from the
-   brand's population (:class:`bayestwin.simulation.SimulationEngine`; one seed, so
+   brand's population (:class:`bayestwin.engine.simulation.SimulationEngine`; one seed, so
    every type and every method sees the same twins);
 3. compute the true ATE of *those same twins* from the ground truth
    (``truth.ate(twins, k, 1.0)``), overall and per segment;
@@ -34,7 +34,7 @@ The rules, in one place
 target; the acceptance numbers use one interval per world (independent across worlds).
 Tables "over all types" pool every (world, type) pair (dependent within a world).
 
-**Relative error** is fidelity's rule (:func:`bayestwin.fidelity.prediction_error`)::
+**Relative error** is fidelity's rule (:func:`bayestwin.engine.fidelity.prediction_error`)::
 
     |estimate - true ATE| / max(|true ATE|, min_effect_threshold * |true control mean|)
 
@@ -54,7 +54,7 @@ exceeds the eligible population; the *threshold rule* (``decide`` on
 
 **Sample-size adequacy.** For every deploy, the power of the recommended ``n`` per arm
 (classic, assurance and twin-covariate-adjusted) to detect the *true* effect, computed
-with :func:`bayestwin.power.directional_power` and the true total outcome variances of
+with :func:`bayestwin.core.power.directional_power` and the true total outcome variances of
 the twins (for the covariate-adjusted ``n``, the variance times ``1 - rho**2`` with the
 true prognostic ``rho**2``). The target is ``power_target`` (0.8).
 

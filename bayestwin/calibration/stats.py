@@ -1,6 +1,6 @@
 """Small statistics of the calibration report: interval hits, coverage, SBC ranks.
 
-Pure NumPy and SciPy (plus :func:`bayestwin.fidelity.wilson_interval`): arrays in,
+Pure NumPy and SciPy (plus :func:`bayestwin.engine.fidelity.wilson_interval`): arrays in,
 numbers out.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special, stats
 
-from bayestwin.fidelity import wilson_interval
+from bayestwin.engine.fidelity import wilson_interval
 
 __all__ = [
     "COVERAGE_LEVELS",

@@ -31,9 +31,9 @@ from bayestwin.calibration.baselines import (
     unit_data,
 )
 from bayestwin.calibration.stats import COVERAGE_LEVELS, interval_hits, normal_hits, sbc_rank
-from bayestwin.families import Family
-from bayestwin.fidelity import error_floor, prediction_error
-from bayestwin.generator import TwinPriors
+from bayestwin.core.families import Family
+from bayestwin.engine.fidelity import error_floor, prediction_error
+from bayestwin.model.fit import TwinPriors
 from bayestwin.vocabulary import TwinType
 
 __all__ = [
@@ -178,7 +178,7 @@ def prior_effects(
     rng : numpy Generator
         Source of randomness.
     priors : TwinPriors, optional
-        The model's prior scales (default: :class:`~bayestwin.generator.TwinPriors`).
+        The model's prior scales (default: :class:`~bayestwin.model.fit.TwinPriors`).
 
     Returns
     -------
@@ -384,7 +384,7 @@ class RunSettings:
 def _decision_from_normal(
     est: BaselineEstimate, threshold: float, confidence: float
 ) -> tuple[float, str]:
-    from bayestwin.simulation import decide
+    from bayestwin.engine.simulation import decide
 
     if not est.estimable:
         return float("nan"), ""
@@ -397,7 +397,7 @@ def _decision_from_normal(
 def _true_power(
     n: int | None, true_ate: float, var_c: float, var_t: float, alpha: float, shrink: float = 1.0
 ) -> float:
-    from bayestwin.power import directional_power
+    from bayestwin.core.power import directional_power
 
     if n is None:
         return float("nan")
@@ -440,10 +440,10 @@ def run_world(config: WorldConfig, run: RunSettings | None = None) -> dict[str, 
 def _run_world(
     config: WorldConfig, run: RunSettings, world: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from bayestwin.config import Settings
-    from bayestwin.generator import SamplerSettings, TwinGenerator, default_spec
-    from bayestwin.power import prognostic_rho2, total_outcome_variance
-    from bayestwin.simulation import SimulationEngine, decide
+    from bayestwin.settings import Settings
+    from bayestwin.model.fit import SamplerSettings, TwinGenerator, default_spec
+    from bayestwin.core.power import prognostic_rho2, total_outcome_variance
+    from bayestwin.engine.simulation import SimulationEngine, decide
     from bayestwin.synthetic import generate_synthetic_twin_data
 
     brand = "Calibra"

@@ -9,9 +9,9 @@ simulation, power, fidelity) nor from the faces (tools, api, cli).
 * :mod:`bayestwin.store.db`: engines, sessions and :func:`upgrade`.
 * :mod:`bayestwin.store.repository`: :class:`TwinRepository`, the service layer that
   owns transactions and returns pydantic objects.
-* :mod:`bayestwin.store.registry`: MLflow runs, registered model versions and aliases.
+* :mod:`bayestwin.store.mlflow.registry`: MLflow runs, registered model versions and aliases.
   The one exception to the import rule: it saves and loads the model directory of
-  :mod:`bayestwin.generator`. Its names are exported here but imported on first use,
+  :mod:`bayestwin.model.fit`. Its names are exported here but imported on first use,
   so that ``import bayestwin.store`` does not import MLflow.
 """
 
@@ -39,7 +39,7 @@ from bayestwin.store.repository import (
 )
 
 if TYPE_CHECKING:
-    from bayestwin.store.registry import (
+    from bayestwin.store.mlflow.registry import (
         RegisteredTwin,
         load_fitted,
         load_pyfunc,
@@ -67,7 +67,7 @@ _REGISTRY_NAMES = frozenset(
 def __getattr__(name: str) -> Any:
     """Import the MLflow registry's names on first use."""
     if name in _REGISTRY_NAMES:
-        from bayestwin.store import registry
+        from bayestwin.store.mlflow import registry
 
         return getattr(registry, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

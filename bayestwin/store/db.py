@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, StaticPool
 
-from bayestwin.config import Settings, load_settings
+from bayestwin.settings import Settings, load_settings
 from bayestwin.store.tables import metadata
 
 __all__ = [
@@ -57,7 +57,7 @@ def database_url(settings: Settings | None = None) -> str:
     Parameters
     ----------
     settings : Settings, optional
-        Settings to read; :func:`bayestwin.config.load_settings` when omitted (so
+        Settings to read; :func:`bayestwin.settings.load_settings` when omitted (so
         ``BAYESTWIN_DATABASE_URL`` applies).
 
     Returns

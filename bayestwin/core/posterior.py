@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from bayestwin.families import Family, check_family, inverse_link
+from bayestwin.core.families import Family, check_family, inverse_link
 
 __all__ = ["FeatureEncoder", "TwinPosterior", "dose_response_draws"]
 
@@ -183,7 +183,7 @@ class TwinPosterior:
     Attributes
     ----------
     family : str
-        Outcome family (see :mod:`bayestwin.families`).
+        Outcome family (see :mod:`bayestwin.core.families`).
     encoder : FeatureEncoder
         The feature encoding.
     intervention_types : tuple of str
@@ -276,7 +276,7 @@ class TwinPosterior:
     ) -> NDArray:
         """Linear predictor, shape ``(D, N)``; ``intervention_type=None`` is control.
 
-        This is the plain reference computation; :mod:`bayestwin.simulation` has the
+        This is the plain reference computation; :mod:`bayestwin.engine.simulation` has the
         chunked, memory-bounded version used for large twin counts.
         """
         if intensity < 0:

@@ -1,6 +1,6 @@
 """The fitted twin model: posterior, population, diagnostics and provenance.
 
-:class:`FittedTwinModel` is immutable. :class:`bayestwin.generator.TwinGenerator`
+:class:`FittedTwinModel` is immutable. :class:`bayestwin.model.fit.TwinGenerator`
 creates it; the simulation engine reads it; :mod:`bayestwin.store` saves it. It holds
 no PyMC objects, so everything downstream of fitting works without PyMC.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from bayestwin.posterior import TwinPosterior
+from bayestwin.core.posterior import TwinPosterior
 from bayestwin.vocabulary import TwinType
 
 __all__ = ["Diagnostics", "FittedTwinModel", "ModelNotUsableError"]

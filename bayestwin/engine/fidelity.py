@@ -18,7 +18,7 @@ the sample variance (``ddof=1``, Welch) otherwise. When an outcome gives a CI bu
 simulation's ``ate_draws`` are the posterior of the *population* ATE; a real test
 observes that ATE plus its own sampling noise. The predictive is the normal mixture
 ``(1 / D) sum_d Normal(ate_d, se^2)`` with ``se`` the real test's standard error (the
-reported one by default, or :func:`bayestwin.simulation.observed_ate_se`,
+reported one by default, or :func:`bayestwin.engine.simulation.observed_ate_se`,
 ``sqrt(sd_t^2 / n_t + sd_c^2 / n_c)``, from the simulation's predicted outcome sds and
 the arm sizes). Its CDF, quantiles and intervals are exact (no sampling); the
 simulation module's ``observed_ate_predictive`` draws from the same distribution. A
@@ -94,10 +94,10 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, special, stats
 
-from bayestwin.config import Settings, load_settings
-from bayestwin.families import check_family
+from bayestwin.settings import Settings, load_settings
+from bayestwin.core.families import check_family
 from bayestwin.schemas import ExperimentOutcome, FidelityResult, SimulationResult, utcnow
-from bayestwin.simulation import observed_ate_se
+from bayestwin.engine.simulation import observed_ate_se
 from bayestwin.vocabulary import FidelityGrade
 
 __all__ = [
@@ -380,9 +380,9 @@ class ATEPredictive:
     ) -> ATEPredictive:
         """Predictive of a test with the given arm sizes and per-arm outcome sds.
 
-        The noise sd is :func:`bayestwin.simulation.observed_ate_se`,
+        The noise sd is :func:`bayestwin.engine.simulation.observed_ate_se`,
         ``sqrt(sd_treated^2 / n_treatment + sd_control^2 / n_control)``; that module's
-        :func:`~bayestwin.simulation.observed_ate_predictive` samples the same
+        :func:`~bayestwin.engine.simulation.observed_ate_predictive` samples the same
         distribution.
 
         Parameters
@@ -648,7 +648,7 @@ class FidelityTracker:
     Parameters
     ----------
     settings : Settings, optional
-        Thresholds (default: :func:`~bayestwin.config.load_settings`).
+        Thresholds (default: :func:`~bayestwin.settings.load_settings`).
     noise : {"reported", "model"}
         Sampling noise of the real test in the predictive: its reported standard error,
         or the simulation's predicted outcome sds at the real arm sizes.

@@ -31,9 +31,9 @@ from typing import Any, TextIO
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
-from bayestwin.config import ConfigError, Settings, load_settings
-from bayestwin.generator import HistoryError, ModelVersionError, SamplerSettings, default_spec
-from bayestwin.model import ModelNotUsableError
+from bayestwin.settings import ConfigError, Settings, load_settings
+from bayestwin.model.fit import HistoryError, ModelVersionError, SamplerSettings, default_spec
+from bayestwin.model.fitted import ModelNotUsableError
 from bayestwin.schemas import (
     ExperimentOutcome,
     FidelityResult,
@@ -263,8 +263,8 @@ def run_demo(
         JSON-ready report: per twin type, the model, the simulations, the true effects,
         the real experiments and the validations, and the model's fidelity summary.
     """
-    from bayestwin.fidelity import outcome_from_frame
-    from bayestwin.population import eligible_mask
+    from bayestwin.engine.fidelity import outcome_from_frame
+    from bayestwin.core.population import eligible_mask
     from bayestwin.synthetic import generate_synthetic_twin_data
 
     say = progress or (lambda _line: None)
@@ -761,7 +761,7 @@ def _cmd_register_experiment(args: argparse.Namespace, out: TextIO, err: TextIO)
     if outcome is None:
         raise UserError("give the result with --outcome JSON|FILE or --experiment-csv FILE")
     if isinstance(outcome, pd.DataFrame):
-        from bayestwin.fidelity import outcome_from_frame
+        from bayestwin.engine.fidelity import outcome_from_frame
 
         if not args.family:
             raise UserError("--experiment-csv needs --family (bernoulli, poisson, ...)")

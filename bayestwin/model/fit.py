@@ -53,9 +53,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bayestwin.families import Family
-from bayestwin.model import Diagnostics, FittedTwinModel
-from bayestwin.posterior import FeatureEncoder, TwinPosterior
+from bayestwin.core.families import Family
+from bayestwin.model.fitted import Diagnostics, FittedTwinModel
+from bayestwin.core.posterior import FeatureEncoder, TwinPosterior
 from bayestwin.vocabulary import TwinType
 
 __all__ = [

@@ -6,7 +6,7 @@ Every fit becomes one MLflow run and one registered model version (spec 5.2):
   metrics (the diagnostics, the fit time, and LOO when the trace holds a
   ``log_likelihood`` group), small artifacts (``twin/spec.json``,
   ``twin/metadata.json``) and a pyfunc model whose artifacts are the whole saved model
-  directory of :func:`bayestwin.generator.save_model` (posterior arrays, the posterior
+  directory of :func:`bayestwin.model.fit.save_model` (posterior arrays, the posterior
   netCDF, the spec and the population). The model is registered as a new version of
   ``bayestwin-<brand>-<twin_type>`` (see :func:`registered_model_name`).
 * :func:`set_active` points the alias ``active`` at a version;
@@ -80,10 +80,10 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from numpy.typing import NDArray
 from sqlalchemy.engine import make_url
 
-from bayestwin.config import load_settings
-from bayestwin.generator import load_model, package_versions, save_model
-from bayestwin.model import FittedTwinModel
-from bayestwin.posterior import TwinPosterior
+from bayestwin.settings import load_settings
+from bayestwin.model.fit import load_model, package_versions, save_model
+from bayestwin.model.fitted import FittedTwinModel
+from bayestwin.core.posterior import TwinPosterior
 from bayestwin.schemas import FidelityResult, TwinModelInfo
 from bayestwin.store.repository import InvalidStateError
 from bayestwin.vocabulary import FidelityGrade, TwinType
@@ -142,7 +142,7 @@ _GRADE_SCORE = {
 _PYFUNC_CODE = """\
 from mlflow.models import set_model
 
-from bayestwin.store.registry import TwinPyfuncModel
+from bayestwin.store.mlflow.registry import TwinPyfuncModel
 
 set_model(TwinPyfuncModel())
 """

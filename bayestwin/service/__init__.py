@@ -1,14 +1,14 @@
 """The one workflow the faces share: fit -> register -> activate -> simulate -> validate.
 
-:class:`TwinService` ties the pure core (:mod:`bayestwin.generator`,
-:mod:`bayestwin.simulation`, :mod:`bayestwin.fidelity`) to persistence
+:class:`TwinService` ties the pure core (:mod:`bayestwin.model.fit`,
+:mod:`bayestwin.engine.simulation`, :mod:`bayestwin.engine.fidelity`) to persistence
 (:class:`~bayestwin.store.TwinRepository`, the model directories, and the MLflow
 registry when it is available). The agent tools, the CLI and the REST API call it and
 nothing else; it computes nothing itself.
 
 Where things live:
 
-* model directories (:func:`bayestwin.generator.save_model`) under
+* model directories (:func:`bayestwin.model.fit.save_model`) under
   ``<data_dir>/models`` (or ``model_store_dir``); the model row's ``artifact_uri`` is
   the directory;
 * model rows, simulations and validations in the database of the settings;
@@ -22,7 +22,7 @@ A simulation moves through its row's life cycle: the request is validated (field
 model, intervention type, target filters) before any row is written; a completed
 result of the same request, model and seed is returned from the procedural cache; else
 a pending row is written, a worker marks it running, runs
-:meth:`~bayestwin.simulation.SimulationEngine.simulate` and completes it, or fails it
+:meth:`~bayestwin.engine.simulation.SimulationEngine.simulate` and completes it, or fails it
 with the error. A timer fails a simulation still pending or running after
 ``simulation_timeout_seconds``. Without an active model for the (brand, twin type) the
 service raises :class:`NoActiveModelError`: it never makes numbers up.
@@ -55,11 +55,11 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 from pydantic import ValidationError
 
-from bayestwin.config import Settings, load_settings
-from bayestwin.fidelity import FidelitySummary, FidelityTracker
-from bayestwin.generator import TwinGenerator, TwinModelSpec, load_model, save_model
-from bayestwin.model import FittedTwinModel, ModelNotUsableError
-from bayestwin.population import eligible_mask
+from bayestwin.settings import Settings, load_settings
+from bayestwin.engine.fidelity import FidelitySummary, FidelityTracker
+from bayestwin.model.fit import TwinGenerator, TwinModelSpec, load_model, save_model
+from bayestwin.model.fitted import FittedTwinModel, ModelNotUsableError
+from bayestwin.core.population import eligible_mask
 from bayestwin.schemas import (
     ExperimentOutcome,
     FidelityResult,
@@ -67,7 +67,7 @@ from bayestwin.schemas import (
     SimulationResult,
     TwinModelInfo,
 )
-from bayestwin.simulation import SimulationEngine
+from bayestwin.engine.simulation import SimulationEngine
 from bayestwin.store import (
     AlreadyExistsError,
     InvalidStateError,
@@ -275,9 +275,9 @@ def _with_experiment_id(experiment_id: str, outcome: ExperimentOutcome) -> Exper
 
 
 class _Registry:
-    """Thin adapter over :mod:`bayestwin.store.registry` (MLflow); imports it on first use."""
+    """Thin adapter over :mod:`bayestwin.store.mlflow.registry` (MLflow); imports it on first use."""
 
-    MODULE = "bayestwin.store.registry"
+    MODULE = "bayestwin.store.mlflow.registry"
 
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
@@ -290,7 +290,7 @@ class _Registry:
         except ImportError:
             found = False
         if not found:
-            return None, "unavailable (bayestwin.store.registry is not installed)"
+            return None, "unavailable (bayestwin.store.mlflow.registry is not installed)"
         uri = settings.resolved_mlflow_uri()
         return cls(uri), f"enabled ({uri})"
 
@@ -386,7 +386,7 @@ class TwinService:
     ----------
     settings : Settings, optional
         Thresholds, limits and storage locations (default
-        :func:`~bayestwin.config.load_settings`).
+        :func:`~bayestwin.settings.load_settings`).
     repository : TwinRepository, optional
         Database access; by default one on the settings' database (closed by
         :meth:`close`).
@@ -396,7 +396,7 @@ class TwinService:
         Where real experiments' results are looked up by id (default a
         :class:`JsonExperimentResultStore` in ``<data_dir>/experiments``).
     registry : {"auto", None} or object
-        ``"auto"`` uses :mod:`bayestwin.store.registry` (MLflow) when it is importable;
+        ``"auto"`` uses :mod:`bayestwin.store.mlflow.registry` (MLflow) when it is importable;
         None turns the registry off.
     max_workers : int
         Simulations that run at the same time (each uses one BLAS thread).
@@ -497,7 +497,7 @@ class TwinService:
         Parameters
         ----------
         history : DataFrame
-            One row per unit and period (see :class:`~bayestwin.generator.TwinModelSpec`).
+            One row per unit and period (see :class:`~bayestwin.model.fit.TwinModelSpec`).
         spec : TwinModelSpec
             What to fit, with its sampler settings.
         activate : bool
@@ -524,7 +524,7 @@ class TwinService:
         """Registered name of a (brand, twin type)'s models: ``bayestwin-<brand>-<type>``.
 
         With the MLflow registry, its own rule
-        (:func:`bayestwin.store.registry.registered_model_name`) gives the name.
+        (:func:`bayestwin.store.mlflow.registry.registered_model_name`) gives the name.
         """
         kind = TwinType(twin_type)
         if isinstance(self._registry, _Registry):
@@ -551,7 +551,7 @@ class TwinService:
         Parameters
         ----------
         fitted : FittedTwinModel
-            From :meth:`~bayestwin.generator.TwinGenerator.fit`.
+            From :meth:`~bayestwin.model.fit.TwinGenerator.fit`.
         activate : bool
             Make it the active model of its (brand, twin type).
         override_diagnostics : bool

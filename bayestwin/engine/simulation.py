@@ -73,12 +73,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from bayestwin.config import Settings, load_settings
-from bayestwin.families import inverse_link
-from bayestwin.model import FittedTwinModel
-from bayestwin.population import draw_twins
-from bayestwin.posterior import TwinPosterior, dose_response_draws
-from bayestwin.power import (
+from bayestwin.settings import Settings, load_settings
+from bayestwin.core.families import inverse_link
+from bayestwin.model.fitted import FittedTwinModel
+from bayestwin.core.population import draw_twins
+from bayestwin.core.posterior import TwinPosterior, dose_response_draws
+from bayestwin.core.power import (
     n_per_arm,
     outcome_variance_from_moments,
     prognostic_rho2,
@@ -748,7 +748,7 @@ class SimulationEngine:
     Parameters
     ----------
     settings : Settings, optional
-        Thresholds and limits; default :func:`bayestwin.config.load_settings`.
+        Thresholds and limits; default :func:`bayestwin.settings.load_settings`.
     dtype : numpy floating type
         Working precision of the vectorised core (float32 by default; see the module
         docstring).

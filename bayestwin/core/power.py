@@ -45,7 +45,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
-from bayestwin.families import check_family
+from bayestwin.core.families import check_family
 from bayestwin.schemas import SampleSizeReport
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""The ``bayestwin demo`` workflow, run through the service layer."""
