@@ -16,9 +16,13 @@ and a missing model or a wrong input comes back as a structured error: then the
 pre-screen is ``unavailable`` and the workflow goes on to Design without a twin prior
 (never with invented numbers).
 
-The decision is the simulation engine's (:func:`bayestwin.engine.simulation.decide`): skip
+The decision is the simulation's (:func:`bayestwin.core.decision.decide`): skip
 when the posterior probability that the relative lift exceeds ``min_effect_threshold``
 is at most ``1 - confidence_threshold``.
+
+Import rule: the agents are a face. They import :mod:`bayestwin.tools`,
+:mod:`bayestwin.service`, :mod:`bayestwin.schemas`, :mod:`bayestwin.settings` and
+:mod:`bayestwin.vocabulary`; never the core, model, engine or store.
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypedDict
 
-from bayestwin.settings import AgentConfig, load_agent_config
 from bayestwin.schemas import EffectPrior, SampleSizeReport, SimulationResult
 from bayestwin.service import TwinService
+from bayestwin.settings import AgentConfig, load_agent_config
 from bayestwin.tools import ToolError, simulate_intervention
 from bayestwin.vocabulary import Recommendation
 
@@ -172,36 +176,27 @@ def make_twin_prescreen_node(
         )
         if isinstance(result, ToolError):
             return _unavailable(result.error.model_dump(mode="json"))
-        summary = format_twin_summary(result)
-        warning = result.fidelity_warning_reason if result.fidelity_warning else None
-        if result.recommendation in stop_on:
-            return {
-                "twin_outcome": "skip",
-                "twin_simulation": result,
-                "twin_error": None,
-                "twin_summary": summary,
-                "recommendation": result.recommendation,
-                "skip_rationale": result.recommendation_rationale,
-                "prior_estimate": None,
-                "recommended_sample_size": None,
-                "sample_size": None,
-                "fidelity_warning": warning,
-            }
-        return {
-            "twin_outcome": "pass",
-            "twin_simulation": result,
-            "twin_error": None,
-            "twin_summary": summary,
-            "recommendation": result.recommendation,
-            "skip_rationale": None,
-            "prior_estimate": getattr(result, gate.pass_field),
-            "recommended_sample_size": result.recommended_sample_size,
-            "sample_size": result.sample_size,
-            "fidelity_warning": warning,
-        }
+        skip = result.recommendation in stop_on
+        return _decided(result, skip=skip, pass_field=gate.pass_field)
 
     node.__name__ = TWIN_NODE
     return node
+
+
+def _decided(result: SimulationResult, *, skip: bool, pass_field: str) -> dict[str, Any]:
+    """State updates of a pre-screen that reached a decision (skip, or pass the prior on)."""
+    return {
+        "twin_outcome": "skip" if skip else "pass",
+        "twin_simulation": result,
+        "twin_error": None,
+        "twin_summary": format_twin_summary(result),
+        "recommendation": result.recommendation,
+        "skip_rationale": result.recommendation_rationale if skip else None,
+        "prior_estimate": None if skip else getattr(result, pass_field),
+        "recommended_sample_size": None if skip else result.recommended_sample_size,
+        "sample_size": None if skip else result.sample_size,
+        "fidelity_warning": result.fidelity_warning_reason if result.fidelity_warning else None,
+    }
 
 
 def _unavailable(error: dict[str, Any]) -> dict[str, Any]:

@@ -175,20 +175,22 @@ def field_problems(errors: Iterable[Any], *, skip: int = 0) -> list[FieldProblem
     -------
     list of FieldProblem
         One per entry, with pydantic's ``"Value error, "`` prefix removed and, for a
-        type error, the value that was given.
+        type or parsing error, the value that was given.
     """
     problems = []
     for err in errors:
         msg = str(err.get("msg", "")).removeprefix("Value error, ")
         kind = str(err.get("type", "")) or None
-        if kind and kind.endswith("_type") and "input" in err:
+        if kind and kind.endswith(("_type", "_parsing")) and "input" in err:
             msg = f"{msg} (got {err['input']!r})"
         field = _location(list(err.get("loc", ()))[skip:]) or "(request)"
         problems.append(FieldProblem(field=field, message=msg, type=kind))
     return problems
 
 
-def from_validation_error(exc: Any, *, what: str = "input", skip: int = 0) -> InvalidInputError:
+def from_validation_error(
+    exc: Any, *, what: str = "input", skip: int = 0, code: str | None = None
+) -> InvalidInputError:
     """Return the :class:`InvalidInputError` for a pydantic ``ValidationError``.
 
     Parameters
@@ -199,6 +201,8 @@ def from_validation_error(exc: Any, *, what: str = "input", skip: int = 0) -> In
         What was being validated, for the message (``"settings"``, ``"request"``).
     skip : int, default 0
         Leading location parts to drop, as in :func:`field_problems`.
+    code : str, optional
+        The error's code (default: the kind's, ``"invalid_input"``).
 
     Returns
     -------
@@ -211,5 +215,6 @@ def from_validation_error(exc: Any, *, what: str = "input", skip: int = 0) -> In
     return InvalidInputError(
         f"invalid {what}: {summary}",
         field=problems[0].field if problems else None,
+        code=code,
         problems=problems,
     )

@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from bayestwin.engine.fidelity import GRADE_BOUNDARIES, CalibrationReport
+from bayestwin.core.calibration import CalibrationReport
+from bayestwin.core.calibration_report import group_label
+from bayestwin.core.grading import GRADE_BOUNDARIES, result_time
+from bayestwin.errors import InvalidInputError
 from bayestwin.schemas import FidelityResult
 
 if TYPE_CHECKING:
@@ -51,7 +54,7 @@ def reliability_diagram(
     Parameters
     ----------
     report : CalibrationReport
-        From :func:`bayestwin.engine.fidelity.calibration_report`.
+        From :func:`bayestwin.core.calibration_report.calibration_report`.
     band : float
         Probability of the calibrated band.
     ax : matplotlib Axes, optional
@@ -104,7 +107,7 @@ def pit_histogram(
     Parameters
     ----------
     report : CalibrationReport
-        From :func:`bayestwin.engine.fidelity.calibration_report`.
+        From :func:`bayestwin.core.calibration_report.calibration_report`.
     bins : int, optional
         Number of bins (default: the report's ``pit_bins``).
     band : float
@@ -165,20 +168,17 @@ def error_over_time(
     matplotlib Axes
     """
     if groups is not None and len(groups) != len(results):
-        raise ValueError(f"groups has {len(groups)} entries for {len(results)} results")
+        raise InvalidInputError(
+            f"groups has {len(groups)} entries for {len(results)} results", field="groups"
+        )
     ax = _axes(ax, (7.0, 3.5))
-    labels = (
-        ["/".join(map(str, g)) if isinstance(g, tuple) else str(g) for g in groups]
-        if groups is not None
-        else ["all"] * len(results)
-    )
+    labels = [group_label(g) for g in groups] if groups is not None else ["all"] * len(results)
     series: dict[str, list[tuple[Any, float]]] = {}
     for r, label in zip(results, labels, strict=True):
         value = r.standardized_error if standardized else r.prediction_error
         if r.actual_ate is None or value is None:
             continue
-        when = r.validated_at if r.validated_at is not None else r.created_at
-        series.setdefault(label, []).append((when, float(value)))
+        series.setdefault(label, []).append((result_time(r), float(value)))
     for label, points in series.items():
         points.sort(key=lambda t: t[0])
         ax.plot([t for t, _ in points], [v for _, v in points], marker="o", ms=3, label=label)

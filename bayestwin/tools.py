@@ -11,14 +11,14 @@ naming the field at fault where there is one. Error types:
 ``no_active_model``       no model is active for the brand and twin type
 ``not_found``             the simulation (or model) does not exist
 ``experiment_not_found``  no result is registered for the real experiment
-``invalid_state``         e.g. validating a simulation that has not completed
+``invalid_state``         a conflict, e.g. validating an unfinished simulation
 ``model_not_usable``      the active model failed its diagnostics
 ``timeout``               the simulation ran past ``simulation_timeout_seconds``
-``simulation_failed``     the simulation raised; its row is marked failed
+``simulation_failed``     the simulation raised or a dependency failed
 ========================  ====================================================
 
 How ``validate_twin_fidelity`` finds the real result from an experiment id: the
-service's :class:`~bayestwin.service.ExperimentResultSource`. By default it reads the
+service's :class:`~bayestwin.service.experiments.ExperimentResultSource`. By default it reads the
 results stored with :func:`register_experiment_result` (one JSON file per experiment in
 ``<data_dir>/experiments``); a platform can plug in a reader of its own experiment
 tables. The tool also takes the result directly (``outcome``).
@@ -30,6 +30,10 @@ unless one is passed as ``service=`` or set with :func:`set_default_service`.
 function-calling API); :func:`as_langchain_tools` wraps both tools for LangChain /
 LangGraph (optional extra ``bayestwin[agents]``). Descriptions come from
 ``config/agent_config.yaml``.
+
+Import rule: the tools are a face. They import :mod:`bayestwin.service`,
+:mod:`bayestwin.schemas`, :mod:`bayestwin.errors` and :mod:`bayestwin.settings`; never
+the core, model, engine or store.
 """
 
 from __future__ import annotations
@@ -37,12 +41,11 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bayestwin.settings import load_agent_config
-from bayestwin.model.fitted import ModelNotUsableError
+from bayestwin.errors import BayesTwinError, ErrorKind, from_validation_error
 from bayestwin.schemas import (
     ExperimentOutcome,
     FidelityResult,
@@ -50,13 +53,8 @@ from bayestwin.schemas import (
     SimulationResult,
     ValidateFidelityRequest,
 )
-from bayestwin.service import (
-    ExperimentResultNotFoundError,
-    InvalidRequestError,
-    SimulationTimeoutError,
-    TwinService,
-)
-from bayestwin.store import InvalidStateError, NoActiveModelError, NotFoundError
+from bayestwin.service import TwinService
+from bayestwin.settings import load_agent_config
 
 __all__ = [
     "TOOL_NAMES",
@@ -141,13 +139,30 @@ def get_default_service() -> TwinService:
 
 # -- error mapping -----------------------------------------------------------------------
 
+_TYPE_BY_KIND: dict[ErrorKind, ToolErrorType] = {
+    ErrorKind.INVALID_INPUT: "invalid_input",
+    ErrorKind.NOT_FOUND: "not_found",
+    ErrorKind.CONFLICT: "invalid_state",
+    ErrorKind.NOT_FIT: "model_not_usable",
+    ErrorKind.UNAVAILABLE: "simulation_failed",
+}
+"""Tool error type of each error kind, for an error whose code is not a type itself."""
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc)
+_TYPES: frozenset[str] = frozenset(get_args(ToolErrorType))
+
+
+def _tool_type(error: BayesTwinError) -> ToolErrorType:
+    if error.kind is not ErrorKind.INVALID_INPUT and error.code in _TYPES:
+        return cast(ToolErrorType, error.code)
+    return _TYPE_BY_KIND[error.kind]
 
 
 def to_error(exc: BaseException) -> ToolError:
     """Map an exception of the service layer to a :class:`ToolError`.
+
+    A :class:`~bayestwin.errors.BayesTwinError` gives its ``code`` as the type when the
+    code is one of :data:`ToolErrorType`, else the type of its kind; a pydantic
+    validation error is ``invalid_input``; anything else is ``simulation_failed``.
 
     Parameters
     ----------
@@ -157,60 +172,23 @@ def to_error(exc: BaseException) -> ToolError:
     Returns
     -------
     ToolError
-        ``invalid_input`` errors carry the field at fault and every field error.
+        With the field at fault and every field error, when there are any.
     """
-    if isinstance(exc, ValidationError):
-        errors = [
-            FieldError(
-                field=_loc(err["loc"]) or "(request)",
-                message=str(err["msg"]).removeprefix("Value error, "),
-                type=str(err["type"]),
-            )
-            for err in exc.errors()
-        ]
-        first = errors[0] if errors else None
-        summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
-        return ToolError(
-            error=ToolErrorDetail(
-                type="invalid_input",
-                message=f"invalid input: {summary}",
-                field=first.field if first is not None else None,
-                errors=errors,
-            )
+    error = from_validation_error(exc) if isinstance(exc, ValidationError) else exc
+    if not isinstance(error, BayesTwinError):
+        message = str(exc) or type(exc).__name__
+        return ToolError(error=ToolErrorDetail(type="simulation_failed", message=message))
+    return ToolError(
+        error=ToolErrorDetail(
+            type=_tool_type(error),
+            message=error.message or type(error).__name__,
+            field=error.field,
+            errors=[
+                FieldError(field=p.field, message=p.message, type=p.type or error.code)
+                for p in error.problems
+            ],
         )
-    if isinstance(exc, InvalidRequestError):
-        return ToolError(
-            error=ToolErrorDetail(
-                type="invalid_input",
-                message=str(exc),
-                field=exc.field,
-                errors=[FieldError(field=exc.field, message=exc.message)],
-            )
-        )
-    kind: ToolErrorType
-    field: str | None = None
-    if isinstance(exc, NoActiveModelError):
-        kind, field = "no_active_model", "brand"
-    elif isinstance(exc, ExperimentResultNotFoundError):
-        kind, field = "experiment_not_found", "actual_experiment_id"
-    elif isinstance(exc, NotFoundError):
-        kind = "not_found"
-        field = "simulation_id" if exc.kind == "simulation" else None
-    elif isinstance(exc, InvalidStateError):
-        kind = "invalid_state"
-    elif isinstance(exc, ModelNotUsableError):
-        kind = "model_not_usable"
-    elif isinstance(exc, SimulationTimeoutError):
-        kind = "timeout"
-    else:
-        kind = "simulation_failed"
-    message = str(exc) or type(exc).__name__
-    return ToolError(error=ToolErrorDetail(type=kind, message=message, field=field))
-
-
-def _lean(result: SimulationResult) -> SimulationResult:
-    """The result without its bulky arrays (they stay in the database)."""
-    return result.model_copy(update={"ate_draws": None, "twin_unit_ids": None})
+    )
 
 
 # -- the tools ---------------------------------------------------------------------------
@@ -221,7 +199,7 @@ def simulate_intervention(
     intervention_config: Mapping[str, Any] | Any,
     target_population: str,
     brand: str,
-    twin_count: int = 10000,
+    twin_count: int | None = None,
     confidence_level: float = 0.95,
     *,
     random_seed: int | None = None,
@@ -240,8 +218,9 @@ def simulate_intervention(
         ``"hcp"``, ``"patient"`` or ``"territory"``.
     brand : str
         Brand whose active model is used.
-    twin_count : int
-        Number of twins (at most ``max_twin_count``).
+    twin_count : int, optional
+        Number of twins (at most ``max_twin_count``); default the setting
+        ``default_twin_count``.
     confidence_level : float
         Level of the credible interval, in (0, 1).
     random_seed : int, optional
@@ -274,7 +253,7 @@ def simulate_intervention(
         result = svc.simulate(request, experiment_design_id=experiment_design_id)
     except Exception as exc:
         return to_error(exc)
-    return _lean(result)
+    return result.lean()
 
 
 def validate_twin_fidelity(

@@ -75,13 +75,9 @@ def run_case(name: str) -> dict[str, Any]:
     """Fit one case in this process and return its measurements."""
     import numpy as np
 
-    from bayestwin.model.fit import (
-        DiagnosticThresholds,
-        SamplerSettings,
-        TwinGenerator,
-        compute_diagnostics,
-        default_spec,
-    )
+    from bayestwin.model.diagnostics import compute_diagnostics
+    from bayestwin.model.fit import TwinGenerator
+    from bayestwin.model.spec import DiagnosticThresholds, SamplerSettings, default_spec
 
     case = CASES[name]
     data = reference_data(case["units"], case["periods"])

@@ -40,19 +40,21 @@ import platform
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bayestwin.settings import load_settings
+from bayestwin.core.effects import effect_draws
 from bayestwin.core.families import inverse_link
-from bayestwin.model.fitted import Diagnostics, FittedTwinModel
-from bayestwin.core.population import draw_twins
+from bayestwin.core.population import TwinSample, draw_twins
 from bayestwin.core.posterior import TwinPosterior
-from bayestwin.engine.simulation import SimulationEngine, effect_draws
-from bayestwin.synthetic import generate_synthetic_twin_data
+from bayestwin.engine.simulation import EngineSettings, SimulationEngine
+from bayestwin.model.fitted import Diagnostics, FittedTwinModel
+from bayestwin.settings import Settings, load_settings
+from bayestwin.synthetic import generate_synthetic_twin_data, truth_posterior
 from bayestwin.vocabulary import TwinType
 
 SIZES: tuple[tuple[int, int], ...] = ((10_000, 1_000), (50_000, 1_000))
@@ -119,7 +121,7 @@ def _model(population: int, n_draws: int) -> tuple[FittedTwinModel, str]:
         n_intervention_types=3,
         random_seed=SEED,
     )
-    posterior = TwinPosterior.from_ground_truth(
+    posterior = truth_posterior(
         syn.truth, "Remibrutinib", n_draws=n_draws, effect_sd=0.05, random_seed=SEED
     )
     model = FittedTwinModel(
@@ -128,7 +130,7 @@ def _model(population: int, n_draws: int) -> tuple[FittedTwinModel, str]:
         posterior=posterior,
         population=syn.population("Remibrutinib"),
         diagnostics=Diagnostics(1.0, 1000.0, 1000.0, 0, 1.0, True),
-        model_id="benchmark",
+        spec_hash="benchmark",
     )
     return model, syn.truth.intervention_types[0]
 
@@ -228,20 +230,23 @@ def _pymc_predictive(
 
 
 # -- one size -----------------------------------------------------------------------------------
-def _bench_size(
+def _engine(settings: Settings, threads: int | None = None) -> SimulationEngine:
+    """An engine with the settings' thresholds and limits."""
+    values = {f.name: getattr(settings, f.name) for f in fields(EngineSettings)}
+    return SimulationEngine(**values, threads=threads)
+
+
+def _cases(
     model: FittedTwinModel,
     intervention_type: str,
     twin_count: int,
-    repeats: int,
-    with_pymc: bool,
-) -> dict[str, Any]:
+    settings: Settings,
+    twins: pd.DataFrame,
+) -> dict[str, Callable[[], object]]:
+    """The timed cases, in the report's order; ``engine`` first."""
     from threadpoolctl import threadpool_limits
 
-    settings = load_settings(environ={}, max_twin_count=max(50_000, twin_count))
-    engine = SimulationEngine(settings)
     posterior = model.posterior
-    sample = draw_twins(model.population, twin_count, random_seed=SEED)
-    twins = sample.frame(model.population)
 
     def same_work(eng: SimulationEngine) -> Callable[[], object]:
         def run() -> object:
@@ -256,8 +261,7 @@ def _bench_size(
 
         return run
 
-    engine_same_work = same_work(engine)
-    engine_one_thread = same_work(SimulationEngine(settings, threads=1))
+    engine = _engine(settings)
 
     def engine_full() -> object:
         return engine.simulate(
@@ -270,49 +274,43 @@ def _bench_size(
         )
 
     floor = _numpy_floor(posterior, twins)
-    floor_tanh = _numpy_floor(posterior, twins, tanh=True)
 
     def floor_one_thread() -> object:
         with threadpool_limits(1, user_api="blas"):
             return floor()
 
-    cases: dict[str, Callable[[], object]] = {
-        "engine": engine_same_work,
-        "engine_one_thread": engine_one_thread,
+    return {
+        "engine": same_work(engine),
+        "engine_one_thread": same_work(_engine(settings, threads=1)),
         "engine_full": engine_full,
         "engine_kernel_all_distinct": kernel_all_distinct,
         "numpy_floor_default_threads": floor,
         "numpy_floor_one_thread": floor_one_thread,
-        "numpy_floor_tanh_link": floor_tanh,
+        "numpy_floor_tanh_link": _numpy_floor(posterior, twins, tanh=True),
     }
-    out: dict[str, Any] = {
-        "twins": twin_count,
-        "draws": posterior.n_draws,
-        "distinct_units": int(sample.unique_rows.size),
-        "features": len(posterior.encoder.columns),
-        "segments": len(posterior.encoder.segments),
-        "seconds": {},
-        "peak_mb": {},
-    }
-    out["seconds"] = _interleaved_best_times(cases, repeats)
-    for name, fn in cases.items():
-        out["peak_mb"][name] = _peak_mb(fn)
 
-    result = engine_same_work()
-    ate_engine = np.asarray(result.ate_draws)  # type: ignore[attr-defined]
-    if with_pymc:
-        pymc_run, _ = _pymc_predictive(posterior, twins, intervention_type, 1.0)
-        start = time.perf_counter()
-        ate_pymc = pymc_run()
-        out["seconds"]["pymc_first_call"] = time.perf_counter() - start
-        out["seconds"]["pymc"] = _best_time(pymc_run, max(1, repeats // 2))
-        out["peak_mb"]["pymc"] = _peak_mb(pymc_run)
-        out["max_abs_ate_difference_engine_vs_pymc"] = float(np.max(np.abs(ate_engine - ate_pymc)))
 
-    sec = out["seconds"]
-    floor_s = min(sec["numpy_floor_default_threads"], sec["numpy_floor_one_thread"])
-    out["seconds"]["numpy_floor"] = floor_s
-    out["ratios"] = {
+def _time_pymc(
+    out: dict[str, Any],
+    posterior: TwinPosterior,
+    twins: pd.DataFrame,
+    intervention_type: str,
+    ate_engine: np.ndarray,
+    repeats: int,
+) -> None:
+    """Time PyMC's posterior predictive (first call and best) and compare its ATE draws."""
+    pymc_run, _ = _pymc_predictive(posterior, twins, intervention_type, 1.0)
+    start = time.perf_counter()
+    ate_pymc = pymc_run()
+    out["seconds"]["pymc_first_call"] = time.perf_counter() - start
+    out["seconds"]["pymc"] = _best_time(pymc_run, max(1, repeats // 2))
+    out["peak_mb"]["pymc"] = _peak_mb(pymc_run)
+    out["max_abs_ate_difference_engine_vs_pymc"] = float(np.max(np.abs(ate_engine - ate_pymc)))
+
+
+def _ratios(sec: dict[str, float], with_pymc: bool) -> dict[str, float]:
+    floor_s = sec["numpy_floor"]
+    ratios = {
         "engine_over_floor": sec["engine"] / floor_s,
         "engine_one_thread_over_floor": sec["engine_one_thread"] / floor_s,
         "engine_full_over_floor": sec["engine_full"] / floor_s,
@@ -320,12 +318,43 @@ def _bench_size(
         "engine_over_floor_tanh_link": sec["engine"] / sec["numpy_floor_tanh_link"],
     }
     if with_pymc:
-        out["ratios"]["pymc_over_engine"] = sec["pymc"] / sec["engine"]
-        out["ratios"]["pymc_over_engine_one_thread"] = sec["pymc"] / sec["engine_one_thread"]
-        out["ratios"]["pymc_over_engine_full"] = sec["pymc"] / sec["engine_full"]
-        out["ratios"]["pymc_over_kernel_all_distinct"] = (
-            sec["pymc"] / sec["engine_kernel_all_distinct"]
-        )
+        ratios["pymc_over_engine"] = sec["pymc"] / sec["engine"]
+        ratios["pymc_over_engine_one_thread"] = sec["pymc"] / sec["engine_one_thread"]
+        ratios["pymc_over_engine_full"] = sec["pymc"] / sec["engine_full"]
+        ratios["pymc_over_kernel_all_distinct"] = sec["pymc"] / sec["engine_kernel_all_distinct"]
+    return ratios
+
+
+def _bench_size(
+    model: FittedTwinModel,
+    intervention_type: str,
+    twin_count: int,
+    repeats: int,
+    with_pymc: bool,
+) -> dict[str, Any]:
+    settings = load_settings(environ={}, max_twin_count=max(50_000, twin_count))
+    posterior = model.posterior
+    sample: TwinSample = draw_twins(model.population, twin_count, random_seed=SEED)
+    twins = sample.frame(model.population)
+    cases = _cases(model, intervention_type, twin_count, settings, twins)
+    out: dict[str, Any] = {
+        "twins": twin_count,
+        "draws": posterior.n_draws,
+        "distinct_units": int(sample.unique_rows.size),
+        "features": len(posterior.encoder.columns),
+        "segments": len(posterior.encoder.segments),
+        "seconds": _interleaved_best_times(cases, repeats),
+        "peak_mb": {},
+    }
+    for name, fn in cases.items():
+        out["peak_mb"][name] = _peak_mb(fn)
+    result = cases["engine"]()
+    ate_engine = np.asarray(result.ate_draws)  # type: ignore[attr-defined]
+    if with_pymc:
+        _time_pymc(out, posterior, twins, intervention_type, ate_engine, repeats)
+    sec = out["seconds"]
+    sec["numpy_floor"] = min(sec["numpy_floor_default_threads"], sec["numpy_floor_one_thread"])
+    out["ratios"] = _ratios(sec, with_pymc)
     out["targets_met"] = {
         "within_2x_of_floor": out["ratios"]["engine_over_floor"] <= TARGET_RATIO_VS_FLOOR,
     }

@@ -1,6 +1,7 @@
 """Suite-wide test settings: hypothesis profiles and the PostgreSQL marker.
 
-Fixtures that serve one module live in that module's test file.
+Fixtures that serve one module live in that module's test file; helpers that several
+modules share live in ``tests/helpers.py`` (a plain module, imported as ``helpers``).
 """
 
 from __future__ import annotations

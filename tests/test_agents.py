@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import pytest
-from test_service import BRAND, make_settings, truth_model
+from helpers import BRAND, make_settings, truth_model
 
 from bayestwin import tools
 from bayestwin.agents import (
@@ -25,9 +25,9 @@ from bayestwin.agents import (
     route_after_twin_simulation,
     twin_prescreen_node,
 )
-from bayestwin.settings import load_agent_config
 from bayestwin.schemas import EffectPrior, SimulationResult
 from bayestwin.service import TwinService
+from bayestwin.settings import load_agent_config
 from bayestwin.vocabulary import Recommendation
 
 langgraph_graph = pytest.importorskip("langgraph.graph")

@@ -17,12 +17,21 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 schemathesis = pytest.importorskip("schemathesis")
 
+from helpers import BRAND, make_settings, truth_model  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
-from test_service import BRAND, make_settings, truth_model  # noqa: E402
 
 from bayestwin.api import PREFIX, PROBLEM_JSON, create_app  # noqa: E402
-from bayestwin.engine.fidelity import outcome_from_frame  # noqa: E402
+from bayestwin.api.problems import problem_for  # noqa: E402
+from bayestwin.core.outcomes import outcome_from_frame  # noqa: E402
+from bayestwin.errors import (  # noqa: E402
+    BayesTwinError,
+    ConflictError,
+    InvalidInputError,
+    NotFitError,
+    NotFoundError,
+    UnavailableError,
+)
 from bayestwin.service import TwinService  # noqa: E402
 from bayestwin.synthetic import SyntheticTwinData  # noqa: E402
 
@@ -140,6 +149,16 @@ def test_simulate_is_asynchronous_and_polls_to_completion(client: Any) -> None:
     again = client.post("/simulate", json=body(random_seed=1))
     assert again.status_code == 200  # answered from the cache
     assert again.json()["simulation_id"] == row["simulation_id"]
+    assert again.json()["from_cache"] is True
+
+
+def test_twin_count_defaults_to_the_setting(
+    client: Any, world: tuple[TwinService, SyntheticTwinData]
+) -> None:
+    response = client.post("/simulate", json={**body(random_seed=9), "twin_count": None})
+    assert response.status_code == 202, response.text
+    done = poll(client, response.json()["simulation_id"])
+    assert done["twin_count"] == world[0].settings.default_twin_count
 
 
 def test_list_simulations_is_paginated_and_filtered(client: Any) -> None:
@@ -244,6 +263,31 @@ def test_other_errors(client: Any) -> None:
     )
     assert_problem(client.get("/no-such-endpoint"), 404)
     assert_problem(client.delete("/models"), 405)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind"),
+    [
+        (InvalidInputError("bad", field="brand"), 422, "invalid-input"),
+        (NotFoundError("no model", code="no_active_model", field="brand"), 422, "no-active-model"),
+        (NotFoundError("x not found", code="not_found"), 404, "not-found"),
+        (
+            NotFoundError("no result", code="experiment_not_found"),
+            404,
+            "experiment-result-not-found",
+        ),
+        (ConflictError("unfinished", code="invalid_state"), 409, "invalid-state"),
+        (ConflictError("exists", code="already_exists"), 409, "already-exists"),
+        (NotFitError("failed its diagnostics", code="model_not_usable"), 409, "model-not-usable"),
+        (UnavailableError("too slow", code="timeout"), 504, "timeout"),
+        (UnavailableError("old format", code="model_version"), 503, "unavailable"),
+    ],
+)
+def test_error_statuses_follow_the_code_then_the_kind(
+    error: BayesTwinError, status: int, kind: str
+) -> None:
+    problem = problem_for(error)
+    assert (problem.status, problem.slug) == (status, kind)
 
 
 def test_openapi_schema(base_url: str) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_service import BRAND, make_settings, truth_model
+from helpers import BRAND, make_settings, truth_model
 
-from bayestwin import cli
 from bayestwin.cli import main
-from bayestwin.engine.fidelity import outcome_from_frame
+from bayestwin.core.outcomes import outcome_from_frame
+from bayestwin.demo import demo_text
 from bayestwin.service import TwinService
 from bayestwin.synthetic import SyntheticTwinData, generate_synthetic_twin_data
 
@@ -48,12 +48,12 @@ def test_help_and_usage_errors() -> None:
     assert code == 2
 
 
-def test_db_upgrade(tmp_path: Path) -> None:
-    code, out, _ = run("db", "upgrade", "--data-dir", str(tmp_path))
-    assert code == 0 and "up to date" in out
-    assert (tmp_path / "bayestwin.db").exists()
+def test_db_upgrade_applies_each_migration_once(tmp_path: Path) -> None:
     code, out, _ = run("db", "upgrade", "--data-dir", str(tmp_path), "--json")
-    assert code == 0 and json.loads(out)["applied"] == ["create_all"]
+    assert code == 0 and json.loads(out)["applied"] == ["011_digital_twin_tables.sql"]
+    assert (tmp_path / "bayestwin.db").exists()
+    code, out, _ = run("db", "upgrade", "--data-dir", str(tmp_path))
+    assert code == 0 and "up to date (nothing to apply)" in out
 
 
 def test_simulate_show_list_and_validate(data_dir: Path, syn: SyntheticTwinData) -> None:
@@ -77,7 +77,8 @@ def test_simulate_show_list_and_validate(data_dir: Path, syn: SyntheticTwinData)
     )
     assert code == 0, err
     sim = json.loads(out)
-    assert sim["simulation_status"] == "completed" and "ate_draws" not in sim
+    assert sim["simulation_status"] == "completed"
+    assert sim["ate_draws"] is None and sim["twin_unit_ids"] is None
     sim_id = sim["simulation_id"]
 
     code, out, _ = run(
@@ -96,6 +97,7 @@ def test_simulate_show_list_and_validate(data_dir: Path, syn: SyntheticTwinData)
     )
     assert code == 0
     assert "recommendation:" in out and "ATE" in out and "sample size per arm" in out
+    assert "10000 twins" in out  # no --twins: the setting default_twin_count
 
     code, out, _ = run("simulations", *d)
     assert code == 0 and sim_id in out and "2 of 2" in out
@@ -213,7 +215,9 @@ def test_user_errors_exit_2_without_traceback(data_dir: Path, argv: list[str], n
 def test_json_errors(data_dir: Path) -> None:
     code, out, _ = run("simulations", str(uuid.UUID(int=4)), "--json", "--data-dir", str(data_dir))
     assert code == 2
-    assert json.loads(out)["error"]["type"] == "NotFoundError"
+    error = json.loads(out)["error"]
+    assert error["type"] == "NotFoundError" and error["kind"] == "not_found"
+    assert error["field"] == "simulation_id"
 
 
 def test_bad_config_is_a_user_error(tmp_path: Path) -> None:
@@ -289,7 +293,7 @@ def test_demo_quick(tmp_path: Path) -> None:
         assert block["fidelity"]["n_validations"] == 3
     for step in ("[1/3 hcp] fitting", "[3/3 territory]"):
         assert step in err
-    text = cli._demo_text(report)
+    text = demo_text(report)
     for word in (
         "HCP twins",
         "PATIENT twins",

@@ -1,17 +1,13 @@
-"""Settings (digital_twin_config.yaml), agent config (agent_config.yaml) and packaged copies."""
+"""Settings (digital_twin_config.yaml) and the agent config (agent_config.yaml)."""
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import bayestwin
 from bayestwin import schemas
+from bayestwin.errors import InvalidInputError
+from bayestwin.resources import resource_path
 from bayestwin.settings import (
     AgentConfig,
-    ConfigError,
     Settings,
-    config_file,
     default_config_path,
     load_agent_config,
     load_settings,
@@ -99,8 +94,9 @@ def test_settings_are_built_by_a_function_not_at_import(repo_root: Path) -> None
     }
     code = (
         "import bayestwin, bayestwin.settings as c\n"
+        "from bayestwin.errors import InvalidInputError\n"
         "assert not [v for v in vars(c).values() if isinstance(v, c.Settings)]\n"
-        "try:\n    c.load_settings()\nexcept c.ConfigError as e:\n    print('refused:', e)\n"
+        "try:\n    c.load_settings()\nexcept InvalidInputError as e:\n    print('refused:', e)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
@@ -133,6 +129,13 @@ def test_env_overrides(name: str, value: str, key: str, expected: Any) -> None:
 def test_env_is_read_from_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BAYESTWIN_BATCH_SIZE", "250")
     assert load_settings().batch_size == 250
+
+
+def test_settings_class_reads_only_its_keywords(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Settings(...) is the defaults and the keywords; only load_settings reads file and env.
+    monkeypatch.setenv("BAYESTWIN_BATCH_SIZE", "250")
+    assert Settings().batch_size == 1000
+    assert Settings(batch_size=64).batch_size == 64
 
 
 def test_keyword_overrides() -> None:
@@ -196,14 +199,34 @@ def test_valid_values_survive_the_env_as_text(
 # -- unknown keys -------------------------------------------------------------------------
 
 
+def test_config_errors_carry_the_config_code(tmp_path: Path) -> None:
+    cases = [
+        lambda: load_settings(environ=NO_ENV, max_twin_cont=3),
+        lambda: load_settings(environ={"BAYESTWIN_BATCH_SIZE": "lots"}),
+        lambda: load_settings(tmp_path / "absent.yaml", environ=NO_ENV),
+        lambda: load_agent_config(tmp_path / "absent.yaml"),
+    ]
+    for build in cases:
+        with pytest.raises(InvalidInputError) as info:
+            build()
+        assert info.value.code == "invalid_config"
+
+
+def test_invalid_value_error_names_the_field() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        load_settings(environ=NO_ENV, batch_size=0)
+    assert info.value.field == "batch_size"
+
+
 def test_unknown_keyword_is_refused_with_a_hint() -> None:
-    with pytest.raises(ConfigError, match=r"'max_twin_cont'.*Did you mean 'max_twin_count'\?"):
+    hint = r"'max_twin_cont'.*Did you mean 'max_twin_count'\?"
+    with pytest.raises(InvalidInputError, match=hint):
         load_settings(environ=NO_ENV, max_twin_cont=3)
 
 
 def test_unknown_env_variable_is_refused_with_a_hint() -> None:
     with pytest.raises(
-        ConfigError,
+        InvalidInputError,
         match=r"BAYESTWIN_MIN_EFECT_THRESHOLD.*Did you mean 'min_effect_threshold'\?",
     ):
         load_settings(environ={"BAYESTWIN_MIN_EFECT_THRESHOLD": "0.1"})
@@ -211,19 +234,19 @@ def test_unknown_env_variable_is_refused_with_a_hint() -> None:
 
 def test_unknown_yaml_key_is_refused_with_a_hint(tmp_path: Path) -> None:
     cfg = write_yaml(tmp_path / "c.yaml", {"digital_twin": {"batch_sise": 10}})
-    with pytest.raises(ConfigError, match=r"'batch_sise'.*Did you mean 'batch_size'\?"):
+    with pytest.raises(InvalidInputError, match=r"'batch_sise'.*Did you mean 'batch_size'\?"):
         load_settings(cfg, environ=NO_ENV)
 
 
 def test_unknown_yaml_section_is_refused_with_a_hint(tmp_path: Path) -> None:
     cfg = write_yaml(tmp_path / "c.yaml", {"statistic": {"power_alpha": 0.1}})
-    with pytest.raises(ConfigError, match=r"'statistic'.*Did you mean 'statistics'\?"):
+    with pytest.raises(InvalidInputError, match=r"'statistic'.*Did you mean 'statistics'\?"):
         load_settings(cfg, environ=NO_ENV)
 
 
 def test_yaml_key_in_the_wrong_section_is_refused(tmp_path: Path) -> None:
     cfg = write_yaml(tmp_path / "c.yaml", {"storage": {"batch_size": 10}})
-    with pytest.raises(ConfigError, match=r"'batch_size'.*belongs in section 'digital_twin'"):
+    with pytest.raises(InvalidInputError, match=r"'batch_size'.*belongs in section 'digital_twin'"):
         load_settings(cfg, environ=NO_ENV)
 
 
@@ -239,12 +262,12 @@ def test_yaml_key_in_the_wrong_section_is_refused(tmp_path: Path) -> None:
 def test_malformed_yaml_is_refused(tmp_path: Path, text: str, match: str) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(InvalidInputError, match=match):
         load_settings(cfg, environ=NO_ENV)
 
 
 def test_missing_explicit_file_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(InvalidInputError, match="does not exist"):
         load_settings(tmp_path / "absent.yaml", environ=NO_ENV)
 
 
@@ -292,18 +315,18 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("overrides", "key"), [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED]
 )
 def test_invalid_value_is_refused_naming_the_key(overrides: dict[str, Any], key: str) -> None:
-    with pytest.raises(ConfigError, match=key):
+    with pytest.raises(InvalidInputError, match=key):
         load_settings(environ=NO_ENV, **overrides)
 
 
 def test_invalid_env_value_is_refused_naming_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"batch_size.*'lots'"):
+    with pytest.raises(InvalidInputError, match=r"batch_size.*'lots'"):
         load_settings(environ={"BAYESTWIN_BATCH_SIZE": "lots"})
 
 
 def test_invalid_yaml_value_is_refused_naming_the_key(tmp_path: Path) -> None:
     cfg = write_yaml(tmp_path / "c.yaml", {"digital_twin": {"confidence_threshold": 7}})
-    with pytest.raises(ConfigError, match="confidence_threshold"):
+    with pytest.raises(InvalidInputError, match="confidence_threshold"):
         load_settings(cfg, environ=NO_ENV)
 
 
@@ -344,7 +367,7 @@ def agent_config() -> AgentConfig:
 
 @pytest.fixture
 def agent_raw() -> dict[str, Any]:
-    return yaml.safe_load(config_file("agent_config.yaml").read_text())
+    return yaml.safe_load(resource_path("config", "agent_config.yaml").read_text())
 
 
 def test_agent_config_has_the_two_spec_tools(agent_config: AgentConfig) -> None:
@@ -378,8 +401,10 @@ def test_simulate_intervention_signature_is_spec_6_1(agent_config: AgentConfig) 
         "target_population",
         "brand",
     ]
-    assert tool.defaults() == {"twin_count": 10000, "confidence_level": 0.95}
-    assert tool.defaults()["twin_count"] == Settings().default_twin_count
+    # no twin-count default here: a request without one gets the setting default_twin_count
+    assert tool.defaults() == {"confidence_level": 0.95}
+    assert "twin_count" not in tool.required()
+    assert schemas.SimulateInterventionRequest.model_fields["twin_count"].default is None
     assert tool.parameters["target_population"].allowed_values() == [t.value for t in TwinType]
 
 
@@ -456,7 +481,7 @@ AGENT_REFUSED: list[tuple[str, str, Any, str]] = [
     ),
     (
         "required-with-default",
-        "agents.experiment_designer.tools.simulate_intervention.parameters.twin_count.required",
+        "agents.experiment_designer.tools.simulate_intervention.parameters.confidence_level.required",
         True,
         "required parameter cannot have a default",
     ),
@@ -501,83 +526,15 @@ def test_invalid_agent_config_is_refused(
 ) -> None:
     data = copy.deepcopy(agent_raw)
     _set(data, path, value)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(InvalidInputError, match=match):
         load_agent_config(write_yaml(tmp_path / "agent.yaml", data))
 
 
 def test_missing_agent_config_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(InvalidInputError, match="does not exist"):
         load_agent_config(tmp_path / "absent.yaml")
 
 
 def test_agent_config_round_trips_through_json(agent_config: AgentConfig) -> None:
     again = AgentConfig.model_validate(json.loads(agent_config.model_dump_json()))
     assert again == agent_config
-
-
-# -- package data ------------------------------------------------------------------------
-
-YAML_NAMES = ["agent_config.yaml", "digital_twin_config.yaml", "domain_vocabulary.yaml"]
-# source folder -> (folder inside the installed package, pattern); setup.py makes the copies
-PACKAGED = {"config": ("_config", "*.yaml"), "migrations": ("_migrations", "*.sql")}
-
-
-def _source_files(repo_root: Path, folder: str) -> dict[str, bytes]:
-    pattern = PACKAGED[folder][1]
-    return {p.name: p.read_bytes() for p in sorted((repo_root / folder).glob(pattern))}
-
-
-def test_config_dir_holds_the_expected_files(repo_root: Path) -> None:
-    assert sorted(_source_files(repo_root, "config")) == YAML_NAMES
-
-
-@pytest.mark.parametrize("folder", list(PACKAGED))
-def test_installed_package_carries_copies(repo_root: Path, folder: str) -> None:
-    inside, pattern = PACKAGED[folder]
-    packaged = Path(bayestwin.__file__).resolve().parent / inside
-    if (repo_root / "bayestwin" / "__init__.py").resolve() == Path(bayestwin.__file__).resolve():
-        pytest.skip("bayestwin runs from the source tree (editable install)")
-    copies = {p.name: p.read_bytes() for p in sorted(packaged.glob(pattern))}
-    assert copies == _source_files(repo_root, folder)
-    assert copies
-
-
-def test_installed_package_reads_its_own_config_copies() -> None:
-    packaged = Path(bayestwin.__file__).resolve().parent / "_config"
-    if not packaged.is_dir():
-        pytest.skip("bayestwin runs from the source tree (editable install)")
-    for name in YAML_NAMES:
-        assert config_file(name) == packaged / name
-
-
-def _build(backend_call: str, cwd: Path) -> None:
-    code = f"import setuptools.build_meta as b; b.{backend_call}"
-    subprocess.run([sys.executable, "-c", code], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("setuptools") is None, reason="setuptools is not installed"
-)
-def test_wheel_built_from_the_sdist_carries_copies(repo_root: Path, tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
-        shutil.copy2(repo_root / name, src / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "_config", "_migrations")
-    for folder in ("bayestwin", *PACKAGED):
-        shutil.copytree(repo_root / folder, src / folder, ignore=ignore)
-    dist = tmp_path / "dist"
-    _build(f"build_sdist({str(dist)!r})", src)
-    (sdist,) = dist.glob("*.tar.gz")
-    with tarfile.open(sdist) as tf:
-        tf.extractall(tmp_path / "unpacked", filter="data")
-    (unpacked,) = (tmp_path / "unpacked").iterdir()
-    _build(f"build_wheel({str(dist)!r})", unpacked)
-    (wheel,) = dist.glob("*.whl")
-    with zipfile.ZipFile(wheel) as zf:
-        for folder, (inside, _) in PACKAGED.items():
-            prefix = f"bayestwin/{inside}/"
-            copies = {
-                n.removeprefix(prefix): zf.read(n) for n in zf.namelist() if n.startswith(prefix)
-            }
-            assert copies == _source_files(repo_root, folder), folder

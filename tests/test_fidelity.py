@@ -1,4 +1,5 @@
-"""Tests of bayestwin.engine.fidelity and bayestwin.plots."""
+"""Tests of the fidelity maths (core predictive, outcomes, grading, calibration), the
+FidelityTracker and bayestwin.plots."""
 
 from __future__ import annotations
 
@@ -19,28 +20,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from bayestwin.settings import load_settings
-from bayestwin.engine.fidelity import (
-    GRADE_BOUNDARIES,
-    ATEPredictive,
-    FidelityTracker,
-    calibration_report,
+from bayestwin.core.calibration import retrospective_cusum, wilson_interval
+from bayestwin.core.calibration_report import calibration_report
+from bayestwin.core.grading import (
+    FidelityThresholds,
     error_floor,
     fidelity_warning,
     grade_prediction_error,
     model_fidelity_score,
-    outcome_from_frame,
-    outcome_standard_error,
     prediction_error,
-    retrospective_cusum,
     validation_score,
-    wilson_interval,
 )
+from bayestwin.core.outcomes import outcome_from_frame, outcome_standard_error
+from bayestwin.core.predictive import ATEPredictive, observed_ate_predictive
+from bayestwin.engine.fidelity import FidelityTracker
+from bayestwin.engine.simulation import SimulationEngine
+from bayestwin.errors import InvalidInputError
 from bayestwin.model.fitted import Diagnostics, FittedTwinModel
-from bayestwin.core.posterior import TwinPosterior
 from bayestwin.schemas import ExperimentOutcome, FidelityResult, SimulationResult
-from bayestwin.engine.simulation import SimulationEngine, observed_ate_predictive
-from bayestwin.synthetic import generate_synthetic_twin_data
+from bayestwin.settings import load_settings
+from bayestwin.synthetic import generate_synthetic_twin_data, truth_posterior
 from bayestwin.vocabulary import FidelityGrade
 
 Z975 = 1.959963984540054
@@ -48,13 +47,36 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def cfg():
-    return load_settings(environ={})
+def tracker():
+    return FidelityTracker()
 
 
-@pytest.fixture(scope="module")
-def tracker(cfg):
-    return FidelityTracker(cfg)
+def test_threshold_defaults_are_the_settings_defaults():
+    # the tracker's defaults for Python users mirror config/digital_twin_config.yaml
+    cfg = load_settings(environ={})
+    defaults = FidelityThresholds()
+    for name in (
+        "min_effect_threshold",
+        "min_fidelity_score",
+        "fidelity_validation_window_days",
+        "min_validations_for_score",
+    ):
+        assert getattr(defaults, name) == getattr(cfg, name), name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"min_effect_threshold": -0.1}, "min_effect_threshold"),
+        ({"min_fidelity_score": 1.5}, "min_fidelity_score"),
+        ({"fidelity_validation_window_days": 0}, "fidelity_validation_window_days"),
+        ({"min_validations_for_score": 0}, "min_validations_for_score"),
+    ],
+)
+def test_thresholds_name_the_bad_field(kwargs, field):
+    with pytest.raises(InvalidInputError) as info:
+        FidelityThresholds(**kwargs)
+    assert info.value.field == field
 
 
 def make_sim(draws=None, *, ate=None, ci=None, **kw) -> SimulationResult:
@@ -134,10 +156,6 @@ def test_grade_is_monotone_in_error(a, b):
     assert RANK[grade_prediction_error(lo)] <= RANK[grade_prediction_error(hi)]
 
 
-def test_grade_boundaries_match_spec():
-    assert GRADE_BOUNDARIES == (0.10, 0.20, 0.35)
-
-
 @pytest.mark.parametrize(
     ("sim", "grade"),
     [(1.0625, "excellent"), (0.875, "good"), (1.25, "fair"), (1.375, "poor"), (1.0, "excellent")],
@@ -188,14 +206,14 @@ def test_prediction_error_finite_at_zero_real_ate():
         prediction_error(0.1, 0.0, -1.0)
 
 
-def test_validate_uses_floor_near_zero(tracker, cfg):
+def test_validate_uses_floor_near_zero(tracker):
     # real ATE 0: denominator = min_effect_threshold (0.05) * control mean 0.25 = 0.0125
     res = tracker.validate(
         make_sim([0.0025], control_mean=0.3), outcome(0.0, 0.01, control_mean=0.25)
     )
-    assert cfg.min_effect_threshold == 0.05
+    assert tracker.thresholds.min_effect_threshold == 0.05
     assert res.prediction_error == pytest.approx(0.0025 / 0.0125, rel=1e-12)
-    # the simulation's own threshold wins over the settings'
+    # the simulation's own threshold wins over the tracker's
     res = tracker.validate(
         make_sim([0.0025], control_mean=0.25, min_effect_threshold=0.1), outcome(0.0, 0.01)
     )
@@ -419,16 +437,17 @@ def test_validate_without_draws_uses_normal_from_ci(tracker):
     assert res.standardized_error == pytest.approx(-0.03 / sd, rel=1e-9)
 
 
-def test_model_noise_from_arm_sizes(cfg):
-    tracker = FidelityTracker(cfg, noise="model")
+def test_model_noise_from_arm_sizes():
+    tracker = FidelityTracker(noise="model")
     sim = make_sim([0.05], outcome_sd_control=0.4, outcome_sd_treated=0.4)
     res = tracker.validate(sim, outcome(0.06, 0.5, n=1600))
     se = math.sqrt(2 * 0.16 / 1600)
     assert res.pit == pytest.approx(stats.norm.cdf(0.01 / se), abs=1e-12)
     with pytest.raises(ValueError, match="outcome_sd"):
         tracker.validate(make_sim([0.05]), outcome(0.06, 0.5))
-    with pytest.raises(ValueError, match="noise"):
-        FidelityTracker(cfg, noise="bootstrap")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="noise") as info:
+        FidelityTracker(noise="bootstrap")  # type: ignore[arg-type]
+    assert info.value.field == "noise"
 
 
 def test_interval_hits_agree_with_pit(tracker):
@@ -475,8 +494,8 @@ def test_validation_score_closed_form(error, pit, hits, score):
     assert validation_score(fr(error, pit, hits=hits)) == pytest.approx(score, abs=1e-12)
 
 
-def test_score_unvalidated_until_min_count(cfg):
-    assert cfg.min_validations_for_score == 3
+def test_score_unvalidated_until_min_count():
+    assert FidelityThresholds().min_validations_for_score == 3
     as_of = T0 + timedelta(days=10)
     hist = [fr(0.0, days=1), fr(0.35, days=2), fr(None, validated=False)]
     assert model_fidelity_score(hist, as_of=as_of, window_days=90, min_validations=3) is None
@@ -498,15 +517,33 @@ def test_score_window_boundaries():
     assert model_fidelity_score(hist, as_of=as_of, window_days=90, min_validations=3) is None
 
 
-def test_fidelity_warning(cfg):
-    warn, reason = fidelity_warning(0.69, cfg, n_validations=5)
+def test_fidelity_warning():
+    defaults = FidelityThresholds()
+    warn, reason = fidelity_warning(0.69, defaults, n_validations=5)
     assert warn is True
     assert "0.69" in reason and "0.70" in reason and "5 validations" in reason
-    assert fidelity_warning(0.7, cfg) == (False, None)
-    assert fidelity_warning(0.95, cfg) == (False, None)
-    assert fidelity_warning(None, cfg) == (False, None)
-    strict = load_settings(environ={}, min_fidelity_score=0.9)
-    assert fidelity_warning(0.8, strict)[0] is True
+    assert "90 days" in reason
+    assert fidelity_warning(0.7, defaults) == (False, None)
+    assert fidelity_warning(0.95) == (False, None)
+    assert fidelity_warning(None, defaults) == (False, None)
+    strict = FidelityThresholds(min_fidelity_score=0.9, fidelity_validation_window_days=30)
+    warn, reason = fidelity_warning(0.8, strict)
+    assert warn is True and "0.90" in reason and "30 days" in reason
+
+
+def test_tracker_uses_its_thresholds():
+    hist = [fr(0.05, days=d) for d in (1, 2)]
+    as_of = T0 + timedelta(days=3)
+    assert FidelityTracker().model_fidelity_score(hist, as_of=as_of) is None
+    lenient = FidelityTracker(FidelityThresholds(min_validations_for_score=2))
+    assert lenient.model_fidelity_score(hist, as_of=as_of) is not None
+    strict = FidelityTracker(
+        FidelityThresholds(min_fidelity_score=0.99, min_validations_for_score=2)
+    )
+    summary = strict.summarize(hist, as_of=as_of)
+    assert summary.warning and summary.n_required == 2
+    short = FidelityTracker(FidelityThresholds(fidelity_validation_window_days=1))
+    assert short.summarize(hist, as_of=as_of).n_validations == 0
 
 
 def test_tracker_history_score_and_warning(tracker):
@@ -546,8 +583,11 @@ def test_wilson_interval_closed_form():
     assert lo == pytest.approx(0.4901625, abs=1e-6)
     assert hi == pytest.approx(0.9433178, abs=1e-6)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInputError) as info:
         wilson_interval(11, 10)
+    assert info.value.field == "hits"
+    with pytest.raises(InvalidInputError):
+        wilson_interval(0, 0)
 
 
 def test_retrospective_cusum_locates_a_step():
@@ -726,7 +766,8 @@ def test_plots_render(validation_sets):
 # -- end to end: a calibrated posterior and real experiments from the ground truth ---------
 
 
-def test_end_to_end_predictive_coverage(cfg):
+@pytest.mark.slow
+def test_end_to_end_predictive_coverage():
     """200 real experiments against a calibrated fake posterior, at a fixed seed.
 
     Every replicate centres the posterior's effects at truth + N(0, s) with spread s
@@ -742,10 +783,10 @@ def test_end_to_end_predictive_coverage(cfg):
     )
     truth, pop = data.truth, data.population("A")
     k = truth.intervention_types[0]
-    base = TwinPosterior.from_ground_truth(truth, "A", n_draws=n_draws, effect_sd=s, random_seed=0)
+    base = truth_posterior(truth, "A", n_draws=n_draws, effect_sd=s, random_seed=0)
     diagnostics = Diagnostics(1.0, 1000.0, 1000.0, 0, 1.0, True)
-    engine = SimulationEngine(cfg)
-    trackers = {"reported": FidelityTracker(cfg), "model": FidelityTracker(cfg, noise="model")}
+    engine = SimulationEngine()
+    trackers = {"reported": FidelityTracker(), "model": FidelityTracker(noise="model")}
     rng = np.random.default_rng(11)
     hits = {name: dict.fromkeys(("0.5", "0.8", "0.95"), 0) for name in trackers}
     posterior_only = 0
@@ -760,7 +801,7 @@ def test_end_to_end_predictive_coverage(cfg):
             posterior=post,
             population=pop,
             diagnostics=diagnostics,
-            model_id="calibrated-fake",
+            spec_hash="calibrated-fake",
         )
         sim = engine.simulate(model, k, twin_count=10_000, random_seed=rep, dose_grid=())
         real = truth.run_experiment(pop, k, n_per_arm=1500, random_seed=1000 + rep)

@@ -1,4 +1,5 @@
-"""TwinGenerator: input checks, collapsed likelihood, recovery, pooling, save/load."""
+"""The model layer: input checks, collapsed likelihood, parameterisation, diagnostics,
+recovery, pooling, save/load."""
 
 from __future__ import annotations
 
@@ -9,21 +10,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
-from bayestwin.model.fit import (
-    HistoryError,
-    ModelVersionError,
-    SamplerSettings,
-    TwinGenerator,
-    TwinModelSpec,
-    collapse_history,
-    default_spec,
-    fit_all,
-    load_model,
-    save_model,
-)
-from bayestwin.model.fitted import FittedTwinModel, ModelNotUsableError
-from bayestwin.synthetic import SyntheticTwinData, generate_synthetic_twin_data
+from bayestwin.errors import InvalidInputError, NotFitError, UnavailableError
+from bayestwin.model.diagnostics import compute_diagnostics
+from bayestwin.model.fit import TwinGenerator, fit_all
+from bayestwin.model.fitted import Diagnostics, FittedTwinModel
+from bayestwin.model.history import check_history, collapse_history, latest_population
+from bayestwin.model.io import MODEL_FORMAT_VERSION, load_model, save_model
+from bayestwin.model.spec import DiagnosticThresholds, SamplerSettings, TwinModelSpec, default_spec
+from bayestwin.synthetic import SyntheticTwinData, generate_synthetic_twin_data, truth_posterior
+from bayestwin.vocabulary import TwinType
 
 BRAND = "Remibrutinib"
 Fit = tuple[SyntheticTwinData, FittedTwinModel]
@@ -65,31 +62,51 @@ def small() -> SyntheticTwinData:
     return _data(n_units=100, n_periods=2)
 
 
+@pytest.fixture(scope="module")
+def stand_in(small: SyntheticTwinData) -> Fit:
+    """A fitted-model stand-in on the truth's posterior: save/load needs no sampling."""
+    spec = _spec(small)
+    model = FittedTwinModel(
+        brand=BRAND,
+        twin_type=TwinType(small.truth.twin_type),
+        posterior=truth_posterior(small.truth, BRAND, n_draws=50, effect_sd=0.1),
+        population=small.population(BRAND),
+        diagnostics=Diagnostics(1.001, 900.0, 800.0, 0, 0.9, True),
+        spec_hash=spec.spec_hash(),
+        spec=spec.model_dump(mode="json"),
+        provenance={"fit_seconds": 0.0},
+    )
+    return small, model
+
+
 def test_missing_column_is_named(small: SyntheticTwinData) -> None:
     df = small.data.drop(columns=[small.numeric_features[0]])
-    with pytest.raises(HistoryError, match=small.numeric_features[0]):
+    with pytest.raises(InvalidInputError, match=small.numeric_features[0]) as err:
         TwinGenerator(_spec(small)).fit(df)
+    assert err.value.code == "invalid_history"
+    assert err.value.field == small.numeric_features[0]
 
 
 def test_nan_is_refused(small: SyntheticTwinData) -> None:
     df = small.data.copy()
     df.loc[3, small.numeric_features[1]] = np.nan
-    with pytest.raises(HistoryError, match=rf"{small.numeric_features[1]}.*NaN"):
+    with pytest.raises(InvalidInputError, match=rf"{small.numeric_features[1]}.*NaN") as err:
         TwinGenerator(_spec(small)).fit(df)
+    assert err.value.field == small.numeric_features[1]
 
 
 def test_non_numeric_feature_must_be_declared_categorical(small: SyntheticTwinData) -> None:
     spec = _spec(small).model_copy(
         update={"numeric_features": (*small.numeric_features, small.categorical_features[0])}
     )
-    with pytest.raises(HistoryError, match="not numeric; declare it in categorical_features"):
+    with pytest.raises(InvalidInputError, match="not numeric; declare it in categorical_features"):
         TwinGenerator(spec).fit(small.data)
 
 
 def test_negative_intensity_is_refused(small: SyntheticTwinData) -> None:
     df = small.data.copy()
     df.loc[df.index[0], "intensity"] = -0.5
-    with pytest.raises(HistoryError, match="intensity.*negative"):
+    with pytest.raises(InvalidInputError, match="intensity.*negative"):
         TwinGenerator(_spec(small)).fit(df)
 
 
@@ -97,23 +114,32 @@ def test_intensity_without_intervention_is_refused(small: SyntheticTwinData) -> 
     df = small.data.copy()
     untreated = df.index[df["intervention_type"] == ""][0]
     df.loc[untreated, "intensity"] = 1.0
-    with pytest.raises(HistoryError, match="no intervention_type"):
+    with pytest.raises(InvalidInputError, match="no intervention_type") as err:
         TwinGenerator(_spec(small)).fit(df)
+    assert err.value.field == "intervention_type"
+
+
+def test_history_without_treated_rows_is_refused(small: SyntheticTwinData) -> None:
+    df = small.data.assign(intervention_type="", intensity=0.0)
+    with pytest.raises(InvalidInputError, match="no treated rows") as err:
+        TwinGenerator(_spec(small)).build_model(df)
+    assert (err.value.code, err.value.field) == ("invalid_history", "intervention_type")
 
 
 def test_too_few_rows_for_brand(small: SyntheticTwinData) -> None:
-    with pytest.raises(HistoryError, match="min_rows=10000"):
+    with pytest.raises(InvalidInputError, match="min_rows=10000"):
         TwinGenerator(_spec(small, min_rows=10_000)).fit(small.data)
     other = _spec(small).model_copy(update={"brand": "NoSuchBrand"})
-    with pytest.raises(HistoryError, match="'NoSuchBrand'.* 0 rows"):
+    with pytest.raises(InvalidInputError, match="'NoSuchBrand'.* 0 rows"):
         TwinGenerator(other).fit(small.data)
 
 
 def test_wrong_outcome_values_for_family(small: SyntheticTwinData) -> None:
     df = small.data.copy()
     df.loc[df.index[0], "outcome"] = 2
-    with pytest.raises(HistoryError, match="0/1"):
+    with pytest.raises(InvalidInputError, match="0/1") as err:
         TwinGenerator(_spec(small)).fit(df)
+    assert err.value.field == "outcome"
 
 
 def test_spec_refuses_overlapping_feature_kinds() -> None:
@@ -154,6 +180,67 @@ def test_collapse_shrinks_rows_by_periods() -> None:
     assert total.sum() == s.data["outcome"].sum()
 
 
+# -- the diagnostics gate ------------------------------------------------------------------
+
+
+def _trace(
+    chains: int = 4,
+    draws: int = 500,
+    *,
+    stuck: bool = False,
+    divergent: int = 0,
+    sticky: bool = False,
+) -> xr.DataTree:
+    """A DataTree shaped like a sampler's: i.i.d. draws unless told otherwise."""
+    rng = np.random.default_rng(3)
+    mu_a = rng.normal(size=(chains, draws))
+    if stuck:  # every chain in its own place: r_hat far above 1
+        mu_a = mu_a + 5.0 * np.arange(chains)[:, None]
+    energy = rng.normal(size=(chains, draws))
+    if sticky:  # energy as a random walk: momentum resampling barely moves it
+        energy = energy.cumsum(axis=1)
+    diverging = np.zeros((chains, draws), dtype=bool)
+    diverging.flat[:divergent] = True
+    dims = ("chain", "draw")
+    posterior = xr.Dataset(
+        {
+            "mu_a": (dims, mu_a),
+            "a": ((*dims, "segment"), rng.normal(size=(chains, draws, 3))),
+            "y_hat": (dims, np.zeros((chains, draws))),  # not a parameter: not checked
+        }
+    )
+    stats = xr.Dataset({"energy": (dims, energy), "diverging": (dims, diverging)})
+    return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": stats})
+
+
+def test_gate_passes_well_mixed_chains() -> None:
+    diag = compute_diagnostics(_trace(), DiagnosticThresholds())
+    assert diag.passed, diag.reasons
+    assert diag.max_r_hat < 1.01 and diag.min_ess_bulk > 400 and diag.min_bfmi > 0.3
+    assert diag.divergences == 0
+
+
+@pytest.mark.parametrize(
+    ("trace", "reason"),
+    [
+        (_trace(stuck=True), "max r_hat"),
+        (_trace(draws=100), "min ESS bulk"),
+        (_trace(divergent=3), "3 divergent transition(s) > 0"),
+        (_trace(sticky=True), "min BFMI"),
+        (_trace(chains=1), "max r_hat nan"),
+    ],
+)
+def test_gate_names_what_failed(trace: xr.DataTree, reason: str) -> None:
+    diag = compute_diagnostics(trace, DiagnosticThresholds())
+    assert not diag.passed
+    assert any(r.startswith(reason) for r in diag.reasons), diag.reasons
+
+
+def test_gate_thresholds_are_the_specs() -> None:
+    loose = DiagnosticThresholds(min_ess_bulk=50, min_ess_tail=50, max_divergences=5)
+    assert compute_diagnostics(_trace(draws=100, divergent=3), loose).passed
+
+
 # -- fitting ------------------------------------------------------------------------------
 
 
@@ -188,12 +275,14 @@ def _recovery(s: SyntheticTwinData, model: FittedTwinModel) -> None:
     assert np.mean(inside) >= 0.7, inside
 
 
+@pytest.mark.slow
 def test_recovery_bernoulli(hcp_fit: Fit) -> None:
     s, model = hcp_fit
     assert model.diagnostics.divergences <= 5
     _recovery(s, model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("twin_type", "family"),
     [("patient", "poisson"), ("patient", "neg_binomial"), ("territory", "gaussian")],
@@ -204,6 +293,7 @@ def test_recovery_other_families(twin_type: str, family: str) -> None:
     _recovery(s, model)
 
 
+@pytest.mark.slow
 def test_partial_pooling_shrinks_small_segment() -> None:
     """A segment with few units is pulled from its raw estimate toward the type mean."""
     s = _data("territory", family="gaussian", n_units=900, n_periods=3, random_seed=21)
@@ -238,33 +328,43 @@ def test_partial_pooling_shrinks_small_segment() -> None:
     assert abs(small_mean - pooled_mean) < abs(raw - pooled_mean)
 
 
+@pytest.mark.slow
 def test_diagnostics_gate_blocks_a_poor_fit() -> None:
     s = _data(n_units=200, n_periods=2)
     poor = SamplerSettings(draws=30, tune=30, chains=2, cores=2, progressbar=False)
     model = TwinGenerator(_spec(s, sampler=poor)).fit(s.data, keep_trace=False)
     assert not model.diagnostics.passed
     assert model.diagnostics.reasons
-    with pytest.raises(ModelNotUsableError, match="not fit for use"):
+    with pytest.raises(NotFitError, match="not fit for use") as err:
         model.require_usable()
+    assert err.value.code == "model_not_usable"
     forced = dataclasses.replace(model, override_diagnostics=True)
     assert forced.fit_for_use
     forced.require_usable()
 
 
-def test_unknown_intervention_at_prediction_time(hcp_fit: Fit) -> None:
-    s, model = hcp_fit
+def test_unknown_intervention_at_prediction_time(stand_in: Fit) -> None:
+    s, model = stand_in
     with pytest.raises(ValueError, match="unknown intervention_type 'teleportation'"):
         model.posterior.expected_outcome(s.population(BRAND), "teleportation")
 
 
-def test_population_is_latest_period(hcp_fit: Fit) -> None:
-    s, model = hcp_fit
-    pop = model.population
+def test_population_is_latest_period(small: SyntheticTwinData) -> None:
+    spec = _spec(small)
+    df = check_history(small.data, spec)
+    pop = latest_population(df, spec)
     assert pop["unit_id"].is_unique
-    assert len(pop) == s.data["unit_id"].nunique()
-    assert set(model.posterior.encoder.raw_columns) <= set(pop.columns)
+    assert len(pop) == small.data["unit_id"].nunique()
+    assert {"segment", *spec.numeric_features, *spec.categorical_features} <= set(pop.columns)
+    last = df.sort_values("period", kind="stable").groupby("unit_id").tail(1)
+    last = last.assign(unit_id=last["unit_id"].astype(str)).set_index("unit_id")
+    feature = spec.numeric_features[0]
+    np.testing.assert_array_equal(
+        pop.set_index("unit_id")[feature], last.loc[pop["unit_id"], feature]
+    )
 
 
+@pytest.mark.slow
 def test_provenance(hcp_fit: Fit) -> None:
     _, model = hcp_fit
     prov = model.provenance
@@ -278,13 +378,14 @@ def test_provenance(hcp_fit: Fit) -> None:
 # -- save and load ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_round_trip(tmp_path: Path, hcp_fit: Fit) -> None:
     import arviz as az
 
     s, model = hcp_fit
     path = save_model(model, tmp_path / "m")
     back = load_model(path, load_trace=True)
-    assert back.model_id == model.model_id
+    assert back.spec_hash == model.spec_hash
     pop = s.population(BRAND)
     k = back.posterior.intervention_types[0]
     np.testing.assert_array_equal(
@@ -298,33 +399,74 @@ def test_round_trip(tmp_path: Path, hcp_fit: Fit) -> None:
     assert back.diagnostics == model.diagnostics
 
 
-def test_load_refuses_other_version(tmp_path: Path, hcp_fit: Fit) -> None:
-    _, model = hcp_fit
+def test_round_trip_without_trace(tmp_path: Path, stand_in: Fit) -> None:
+    s, model = stand_in
+    path = save_model(model, tmp_path / "m")
+    assert not (path / "trace.nc").exists()
+    meta = json.loads((path / "metadata.json").read_text())
+    assert (meta["format_version"], meta["spec_hash"]) == (MODEL_FORMAT_VERSION, model.spec_hash)
+    back = load_model(path, load_trace=True)
+    assert back.trace is None
+    assert (back.brand, back.twin_type, back.spec_hash) == (
+        model.brand,
+        model.twin_type,
+        model.spec_hash,
+    )
+    assert back.spec == model.spec
+    assert back.diagnostics == model.diagnostics
+    pd.testing.assert_frame_equal(back.population, model.population)
+    k = back.posterior.intervention_types[0]
+    pop = s.population(BRAND)
+    np.testing.assert_array_equal(
+        back.posterior.expected_outcome(pop, k, 0.5),
+        model.posterior.expected_outcome(pop, k, 0.5),
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("bayestwin_version", "0.0.1", "saved by bayestwin 0.0.1"),
+        ("format_version", "1", "has format '1'"),
+    ],
+)
+def test_load_refuses_other_version(
+    tmp_path: Path, stand_in: Fit, key: str, value: str, message: str
+) -> None:
+    _, model = stand_in
     path = save_model(model, tmp_path / "m")
     meta = json.loads((path / "metadata.json").read_text())
-    meta["bayestwin_version"] = "0.0.1"
+    meta[key] = value
     (path / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelVersionError, match="saved by bayestwin 0.0.1"):
+    with pytest.raises(UnavailableError, match=message) as err:
         load_model(path)
+    assert err.value.code == "model_version"
 
 
-def test_load_refuses_tampered_spec(tmp_path: Path, hcp_fit: Fit) -> None:
-    _, model = hcp_fit
+def test_load_refuses_tampered_spec(tmp_path: Path, stand_in: Fit) -> None:
+    _, model = stand_in
     path = save_model(model, tmp_path / "m")
     spec = json.loads((path / "spec.json").read_text())
     spec["min_rows"] = 51
     (path / "spec.json").write_text(json.dumps(spec))
-    with pytest.raises(ModelVersionError, match="hashes to"):
+    with pytest.raises(UnavailableError, match="hashes to") as err:
         load_model(path)
+    assert err.value.code == "model_version"
 
 
-def test_save_refuses_existing_dir(tmp_path: Path, hcp_fit: Fit) -> None:
-    _, model = hcp_fit
+def test_load_refuses_a_directory_without_a_model(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no metadata.json"):
+        load_model(tmp_path)
+
+
+def test_save_refuses_existing_dir(tmp_path: Path, stand_in: Fit) -> None:
+    _, model = stand_in
     save_model(model, tmp_path / "m")
     with pytest.raises(FileExistsError):
         save_model(model, tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_fit_all_fits_every_brand() -> None:
     s = generate_synthetic_twin_data(
         "hcp",
@@ -345,9 +487,10 @@ def test_fit_all_fits_every_brand() -> None:
     )
     models = fit_all(s.data, base=base, keep_trace=False)
     assert sorted(b for b, _ in models) == ["A", "B"]
-    assert models[("B", "hcp")].brand == "B"
+    assert models[("B", TwinType.HCP)].brand == "B"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["pymc", "numpyro"])
 def test_other_backends_fit(backend: str) -> None:
     """PyMC's own NUTS and numpyro are options; plumbing only (tiny draws)."""

@@ -1,24 +1,36 @@
-"""The public API exports the spec's class names."""
+"""The public API exports the spec's class names, lazily."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
+
 import bayestwin
+from bayestwin._version import __version__
 
 
 def test_spec_classes_are_exported() -> None:
     from bayestwin.engine.fidelity import FidelityTracker
-    from bayestwin.model.fit import TwinGenerator
     from bayestwin.engine.simulation import SimulationEngine
+    from bayestwin.model.fit import TwinGenerator
     from bayestwin.store.repository import TwinRepository
 
     assert bayestwin.TwinGenerator is TwinGenerator
     assert bayestwin.SimulationEngine is SimulationEngine
     assert bayestwin.FidelityTracker is FidelityTracker
     assert bayestwin.TwinRepository is TwinRepository
-    assert set(bayestwin.__all__) <= set(dir(bayestwin))
+
+
+@pytest.mark.parametrize("name", bayestwin.__all__)
+def test_every_exported_name_resolves(name: str) -> None:
+    assert getattr(bayestwin, name) is not None
+    assert name in dir(bayestwin)
+
+
+def test_version_is_written_once() -> None:
+    assert bayestwin.__version__ == __version__
 
 
 def test_import_is_light() -> None:
@@ -28,7 +40,5 @@ def test_import_is_light() -> None:
 
 
 def test_unknown_attribute() -> None:
-    import pytest
-
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = bayestwin.Nope  # type: ignore[attr-defined]

@@ -18,91 +18,37 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+from helpers import BRAND, FAILED, make_settings, truth_model
 from pydantic import ValidationError
 
-from bayestwin.settings import Settings, load_settings
-from bayestwin.engine.fidelity import outcome_from_frame
-from bayestwin.model.fit import SamplerSettings, default_spec
-from bayestwin.model.fitted import Diagnostics, FittedTwinModel, ModelNotUsableError
-from bayestwin.core.posterior import TwinPosterior
+from bayestwin.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFitError,
+    NotFoundError,
+    UnavailableError,
+)
+from bayestwin.model.fitted import FittedTwinModel
+from bayestwin.model.spec import default_spec
 from bayestwin.schemas import ExperimentOutcome
-from bayestwin.service import (
-    ExperimentResultNotFoundError,
-    InvalidRequestError,
+from bayestwin.service import TwinService
+from bayestwin.service.experiments import (
     JsonExperimentResultStore,
     MappingExperimentResultSource,
-    SimulationTimeoutError,
-    TwinService,
 )
-from bayestwin.store import (
-    AlreadyExistsError,
-    InvalidStateError,
-    NoActiveModelError,
-    NotFoundError,
-    TwinRepository,
-    temporary_database,
-)
+from bayestwin.service.fitting import history_spec, infer_features
+from bayestwin.service.jobs import JobRunner
+from bayestwin.store.db import temporary_database
+from bayestwin.store.repository import TwinRepository
 from bayestwin.synthetic import SyntheticTwinData, generate_synthetic_twin_data
 from bayestwin.vocabulary import FidelityGrade, SimulationStatus, TwinType
 
-BRAND = "Kisqali"
 POSTGRES_ENV = "BAYESTWIN_TEST_POSTGRES_URL"
-PASSED = Diagnostics(1.0, 1000.0, 1000.0, 0, 1.0, True, [])
-FAILED = Diagnostics(1.2, 40.0, 30.0, 3, 0.2, False, ["max r_hat 1.2000 > 1.01"])
 
 
-# -- helpers shared with the other face tests ---------------------------------------------
-
-
-def truth_model(
-    twin_type: str = "hcp",
-    brand: str = BRAND,
-    *,
-    seed: int = 0,
-    n_units: int = 400,
-    effect_means: dict[str, float] | None = None,
-    effect_sd: float = 0.05,
-    diagnostics: Diagnostics = PASSED,
-) -> tuple[SyntheticTwinData, FittedTwinModel]:
-    """A fitted-model stand-in whose posterior is centred on the synthetic truth."""
-    syn = generate_synthetic_twin_data(
-        twin_type,
-        n_units=n_units,
-        n_periods=1,
-        brands=(brand,),
-        n_segments=3,
-        n_numeric=2,
-        n_categorical=1,
-        n_intervention_types=4,
-        effect_means=effect_means,
-        random_seed=seed,
-    )
-    spec = default_spec(
-        twin_type,
-        brand,
-        family=syn.truth.family,
-        numeric_features=syn.numeric_features,
-        categorical_features=syn.categorical_features,
-    )
-    posterior = TwinPosterior.from_ground_truth(
-        syn.truth, brand, n_draws=200, effect_sd=effect_sd, random_seed=seed
-    )
-    model = FittedTwinModel(
-        brand=brand,
-        twin_type=TwinType(twin_type),
-        posterior=posterior,
-        population=syn.population(brand),
-        diagnostics=diagnostics,
-        model_id=spec.model_id(),
-        spec=spec.model_dump(mode="json"),
-        provenance={"fit_seconds": 0.0},
-    )
-    return syn, model
-
-
-def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    return load_settings(environ={}, data_dir=data_dir, **overrides)
+# -- helpers ------------------------------------------------------------------------------
 
 
 def request(kind: str = "email_campaign", **kw: Any) -> dict[str, Any]:
@@ -189,16 +135,17 @@ def test_register_saves_directory_row_and_activates(service: TwinService, brand:
 
 def test_failed_diagnostics_refused_unless_overridden(service: TwinService, brand: str) -> None:
     _, bad = truth_model("hcp", brand, diagnostics=FAILED)
-    with pytest.raises(ModelNotUsableError, match="r_hat"):
+    with pytest.raises(NotFitError, match="r_hat"):
         service.register(bad)
     assert service.list_models(brand=brand).total == 0
     assert not list(service.model_store_dir.glob("*")) if service.model_store_dir.exists() else True
 
     parked = service.register(bad, activate=False)
     assert not parked.is_active and not parked.fit_for_use
-    with pytest.raises(ModelNotUsableError, match="override_diagnostics"):
+    with pytest.raises(NotFitError, match="override_diagnostics") as refused:
         service.activate(parked.model_id)
-    with pytest.raises(NoActiveModelError):
+    assert refused.value.code == "model_not_usable"
+    with pytest.raises(NotFoundError):
         service.simulate(request(brand=brand))
 
     forced = service.register(bad, override_diagnostics=True)
@@ -242,6 +189,7 @@ def test_simulate_life_cycle_and_procedural_cache(service: TwinService, brand: s
     _, model = registered(service, brand)
     result = service.simulate(request(brand=brand))
     assert result.simulation_status is SimulationStatus.COMPLETED
+    assert not result.from_cache
     assert result.model_id == service.active_model(brand, "hcp").model_id
     assert result.simulated_ate is not None and result.recommendation is not None
     assert result.ate_draws is not None and len(result.ate_draws) == model.posterior.n_draws
@@ -251,10 +199,12 @@ def test_simulate_life_cycle_and_procedural_cache(service: TwinService, brand: s
 
     again = service.simulate(request(brand=brand))
     assert again.simulation_id == result.simulation_id  # cache hit, no new row
+    assert again.from_cache and again.simulated_ate == result.simulated_ate
+    assert again.ate_draws == result.ate_draws
     assert service.list_simulations(brand=brand).total == 1
 
     fresh = service.simulate(request(brand=brand, random_seed=8))
-    assert fresh.simulation_id != result.simulation_id
+    assert fresh.simulation_id != result.simulation_id and not fresh.from_cache
     unseeded = service.simulate(request(brand=brand, random_seed=None))
     assert unseeded.random_seed is not None  # the engine's seed is recorded
     assert service.list_simulations(brand=brand).total == 3
@@ -262,9 +212,65 @@ def test_simulate_life_cycle_and_procedural_cache(service: TwinService, brand: s
     assert similar and similar[0].distance == 0.0
 
 
+def test_results_list_similar_simulations_with_their_real_outcomes(
+    service: TwinService, brand: str
+) -> None:
+    registered(service, brand)
+    first = service.simulate(request(brand=brand, random_seed=1))
+    assert first.similar_simulations == []
+    outcome = {"actual_ate": 0.05, "actual_se": 0.01, "n_treatment": 500, "n_control": 500}
+    service.validate(first.simulation_id, "exp-first", outcome=outcome)
+
+    near = service.simulate(request(brand=brand, random_seed=2))
+    (item,) = near.similar_simulations
+    assert item.simulation.simulation_id == first.simulation_id and item.distance == 0.0
+    assert item.validation is not None and item.validation.actual_ate == 0.05
+    assert item.simulation.ate_draws is None  # listed without the heavy fields
+
+    far = service.simulate(
+        request(brand=brand, random_seed=3, intervention_config={"intensity": 3.0})
+    )
+    listed = [s.simulation.simulation_id for s in far.similar_simulations]
+    assert listed == [near.simulation_id, first.simulation_id]  # equal distance: newest first
+    assert far.similar_simulations[0].validation is None  # not validated
+    # a cache hit lists the others, never itself
+    cached = service.simulate(request(brand=brand, random_seed=2))
+    assert cached.from_cache and cached.simulation_id == near.simulation_id
+    assert {s.simulation.simulation_id for s in cached.similar_simulations} == {
+        first.simulation_id,
+        far.simulation_id,
+    }
+    # another intervention type is another question
+    other = service.simulate(request("call_frequency", brand=brand, random_seed=1))
+    assert other.similar_simulations == []
+
+
+def test_default_twin_count_and_thresholds_come_from_the_settings(
+    database_url: str, tmp_path: Path, brand: str
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        database_url=database_url,
+        default_twin_count=1234,
+        min_effect_threshold=0.2,
+        min_fidelity_score=0.6,
+    )
+    with TwinService(settings, registry=None) as svc:
+        registered(svc, brand)
+        body = request(brand=brand)
+        del body["twin_count"]
+        result = svc.simulate(body)
+        assert result.twin_count == 1234
+        assert result.min_effect_threshold == 0.2
+        assert svc.tracker.thresholds.min_fidelity_score == 0.6
+        # the count written out asks the same question: answered from the cache
+        assert svc.simulate(request(brand=brand, twin_count=1234)).from_cache
+
+
 def test_no_active_model_is_a_clear_error_and_stores_nothing(service: TwinService) -> None:
-    with pytest.raises(NoActiveModelError, match="fit and register a model"):
+    with pytest.raises(NotFoundError, match="fit and register a model") as info:
         service.simulate(request(brand="NoSuchBrand"))
+    assert info.value.code == "no_active_model"
     assert service.list_simulations(brand="NoSuchBrand").total == 0
 
 
@@ -284,7 +290,7 @@ def test_bad_requests_name_the_field_before_any_row(
     service: TwinService, brand: str, change: dict[str, Any], field: str
 ) -> None:
     registered(service, brand)
-    with pytest.raises(InvalidRequestError) as info:
+    with pytest.raises(InvalidInputError) as info:
         service.simulate(request(brand=brand, **change))
     assert info.value.field == field
     assert service.list_simulations(brand=brand).total == 0
@@ -335,8 +341,9 @@ def test_timeout_marks_failed(
         brand = f"{BRAND}-timeout-{time.time_ns()}"
         registered(svc, brand)
         release = _slow_engine(svc, monkeypatch, 5.0)
-        with pytest.raises(SimulationTimeoutError, match="0.3 s"):
+        with pytest.raises(UnavailableError, match="0.3 s") as info:
             svc.simulate(request(brand=brand))
+        assert info.value.code == "timeout"
         (row,) = svc.list_simulations(brand=brand).items
         assert row.simulation_status is SimulationStatus.FAILED
         assert "timed out" in str(row.error_message)
@@ -381,7 +388,7 @@ def test_validate_by_id_records_and_scores(service: TwinService, brand: str) -> 
         sim = service.simulate(request(kind, brand=brand))
         frame = syn.truth.run_experiment(population, kind, 1.0, n_per_arm=3000, random_seed=i)
         exp_id = f"{brand}/exp {i}"
-        service.register_experiment_result(exp_id, outcome_from_frame(frame, "bernoulli"))
+        service.register_experiment_result(exp_id, service.outcome_from_frame(frame, "bernoulli"))
         result = service.validate(sim.simulation_id, exp_id)
         assert result.actual_experiment_id == exp_id
         assert result.fidelity_grade is not FidelityGrade.UNVALIDATED
@@ -408,10 +415,13 @@ def test_validate_with_outcome_or_frame(service: TwinService, brand: str) -> Non
 def test_validate_errors(service: TwinService, brand: str) -> None:
     registered(service, brand)
     sim = service.simulate(request(brand=brand))
-    with pytest.raises(ExperimentResultNotFoundError, match="register_experiment_result"):
+    with pytest.raises(NotFoundError, match="register_experiment_result") as missing:
         service.validate(sim.simulation_id, "never-run")
-    with pytest.raises(InvalidRequestError):
+    assert missing.value.code == "experiment_not_found"
+    assert missing.value.field == "actual_experiment_id"
+    with pytest.raises(InvalidInputError) as neither:
         service.validate(sim.simulation_id, None)
+    assert neither.value.field == "actual_experiment_id"
     with pytest.raises(NotFoundError):
         service.validate("00000000-0000-0000-0000-000000000000", "x")
     failed = service.repository.create_simulation(
@@ -425,7 +435,7 @@ def test_validate_errors(service: TwinService, brand: str) -> None:
             }
         )
     )
-    with pytest.raises(InvalidStateError, match="pending"):
+    with pytest.raises(ConflictError, match="pending"):
         service.validate(
             failed.simulation_id,
             "x",
@@ -461,13 +471,13 @@ def test_json_experiment_store(tmp_path: Path) -> None:
     assert stored.actual_experiment_id == "a/b c?"
     assert store.get_result("a/b c?") == stored
     assert store.get_result("a-b-c") is None  # same slug, other id: another file
-    with pytest.raises(AlreadyExistsError, match="overwrite"):
+    with pytest.raises(ConflictError, match="overwrite"):
         store.register_result("a/b c?", outcome)
     newer = outcome.model_copy(update={"actual_ate": 0.2})
     assert store.register_result("a/b c?", newer, overwrite=True).actual_ate == 0.2
     assert store.get_result("a/b c?").actual_ate == 0.2  # type: ignore[union-attr]
     assert not list((tmp_path / "experiments").glob(".*tmp"))
-    with pytest.raises(InvalidRequestError, match="actual_experiment_id"):
+    with pytest.raises(InvalidInputError, match="actual_experiment_id"):
         store.register_result("x", outcome.model_copy(update={"actual_experiment_id": "y"}))
 
 
@@ -478,15 +488,133 @@ def test_pluggable_experiment_source(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     with TwinService(settings, experiment_source=source, registry=None) as svc:
         assert svc.experiment_result("e1").actual_ate == 0.1
-        with pytest.raises(ExperimentResultNotFoundError):
+        with pytest.raises(NotFoundError):
             svc.experiment_result("e2")
+
+
+# -- fitting from a history, naming, eligibility, the database ---------------------------
+
+
+def test_history_spec_infers_the_features_and_the_family() -> None:
+    syn, _ = truth_model("patient")
+    spec = history_spec(syn.data, brand=BRAND, twin_type="patient")
+    assert spec.family == "poisson"  # the patient twins' default
+    assert list(spec.numeric_features) == list(syn.numeric_features)
+    assert list(spec.categorical_features) == list(syn.categorical_features)
+    given = history_spec(syn.data, brand=BRAND, twin_type="patient", numeric_features=["x"])
+    assert given.numeric_features == ("x",) and given.categorical_features == ()
+    with pytest.raises(InvalidInputError, match="draws"):
+        history_spec(syn.data, brand=BRAND, twin_type="patient", sampler={"draws": 0})
+    with pytest.raises(InvalidInputError) as bad:
+        history_spec(syn.data, brand=BRAND, twin_type="patient", family="cauchy")
+    assert bad.value.field == "family"
+
+
+def test_infer_features_skips_reserved_and_empty_columns() -> None:
+    history = pd.DataFrame(
+        {
+            "unit_id": ["a", "b"],
+            "segment": ["s", "s"],
+            "outcome": [0, 1],
+            "age": [30.0, 40.0],
+            "region": ["n", "s"],
+            "other_type_only": [np.nan, np.nan],
+        }
+    )
+    spec = default_spec("hcp", BRAND, family="bernoulli", numeric_features=())
+    assert infer_features(history, spec) == (["age"], ["region"])
+
+
+def test_fit_all_fits_and_registers_each_brand_and_twin_type(
+    service: TwinService, brand: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syn_h, model_h = truth_model("hcp", brand)
+    syn_p, model_p = truth_model("patient", brand)
+    history = pd.concat([syn_h.data, syn_p.data], ignore_index=True)
+    seen: dict[TwinType, Any] = {}
+
+    def fake_fit_all(part: pd.DataFrame, *, base: Any, **kwargs: Any) -> dict[Any, Any]:
+        assert set(part["twin_type"]) == {base.twin_type.value}
+        seen[base.twin_type] = base
+        fitted = model_h if base.twin_type is TwinType.HCP else model_p
+        return {(brand, base.twin_type): fitted}
+
+    monkeypatch.setattr("bayestwin.service.fitting.fit_each", fake_fit_all)
+    infos = service.fit_all(history)
+    assert [(i.brand, i.twin_type) for i in infos] == [
+        (brand, TwinType.HCP),
+        (brand, TwinType.PATIENT),
+    ]
+    assert all(i.is_active for i in infos)
+    assert seen[TwinType.HCP].family == "bernoulli" and seen[TwinType.PATIENT].family == "poisson"
+    assert list(seen[TwinType.HCP].numeric_features) == list(syn_h.numeric_features)
+    assert list(seen[TwinType.PATIENT].numeric_features) == list(syn_p.numeric_features)
+
+
+def test_model_names_follow_the_registry_rule_without_mlflow(service: TwinService) -> None:
+    from bayestwin.store.mlflow.registry import registered_model_name
+
+    for brand in ("Kisqali", "Brand A/B", "Ωmega"):
+        expected = registered_model_name(brand, TwinType.HCP)
+        assert service.default_model_name(brand, "hcp") == expected
+
+
+def test_eligible_count(service: TwinService, brand: str) -> None:
+    _, model = registered(service, brand)
+    population = model.population
+    assert service.eligible_count(brand, "hcp", None) == len(population)
+    segment = str(population["segment"].iloc[0])
+    expected = int((population["segment"] == segment).sum())
+    assert service.eligible_count(brand, "hcp", {"segment": [segment]}) == expected
+    with pytest.raises(InvalidInputError) as info:
+        service.eligible_count(brand, "hcp", {"nowhere": ["x"]})
+    assert info.value.field == "intervention_config.target"
+    with pytest.raises(NotFoundError):
+        service.eligible_count("NoSuchBrand", "hcp", None)
+
+
+def test_upgrade_database_reports_each_migration_once(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    with TwinService(settings, registry=None) as svc:
+        applied = svc.upgrade_database()
+        assert applied  # the service applied them when it opened the new database
+        assert svc.upgrade_database() == []
+    with TwinService(settings, registry=None) as again:
+        assert again.upgrade_database() == []
+
+
+def test_job_runner_times_out_only_unfinished_jobs() -> None:
+    expired: list[uuid.UUID] = []
+    release = threading.Event()
+    runner = JobRunner(2, 0.2, expired.append)
+    try:
+        quick, slow = uuid.uuid4(), uuid.uuid4()
+        assert runner.submit(quick, lambda: 1).result(5) == 1
+        runner.submit(slow, release.wait, 5)
+        deadline = time.monotonic() + 5
+        while not expired:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)  # past the quick job's deadline too
+        assert expired == [slow]
+        assert not runner.cancel_deadline(slow)  # timed out already
+        spared = uuid.uuid4()
+        runner.submit(spared, release.wait, 5)
+        assert runner.cancel_deadline(spared)
+        time.sleep(0.4)
+        assert expired == [slow]  # once each, and never the spared one
+    finally:
+        release.set()
+        runner.close()
+    with pytest.raises(RuntimeError, match="close"):
+        runner.submit(uuid.uuid4(), lambda: None)
 
 
 # -- a real (tiny) fit ---------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_fit_register_simulate_with_a_real_tiny_fit(tmp_path: Path) -> None:
+def test_fit_history_register_simulate_with_a_real_tiny_fit(tmp_path: Path) -> None:
     syn = generate_synthetic_twin_data(
         "hcp",
         n_units=200,
@@ -496,19 +624,15 @@ def test_fit_register_simulate_with_a_real_tiny_fit(tmp_path: Path) -> None:
         n_numeric=2,
         n_categorical=1,
     )
-    spec = default_spec(
-        "hcp",
-        BRAND,
-        family=syn.truth.family,
-        numeric_features=syn.numeric_features,
-        categorical_features=syn.categorical_features,
-        sampler=SamplerSettings(draws=150, tune=150, chains=2, cores=2, progressbar=False),
-    )
+    sampler = {"draws": 150, "tune": 150, "chains": 2, "cores": 2, "progressbar": False}
     with TwinService(make_settings(tmp_path), registry=None) as svc:
-        info = svc.fit(syn.data, spec, override_diagnostics=True)
+        info = svc.fit_history(
+            syn.data, brand=BRAND, twin_type="hcp", sampler=sampler, override_diagnostics=True
+        )
         assert info.is_active and info.performance_metrics["n_rows"] == len(syn.data)
         assert info.target_columns == ["outcome"]
         assert set(syn.numeric_features) <= set(info.feature_columns)
+        assert info.training_config["spec"]["family"] == "bernoulli"  # the hcp default
         result = svc.simulate(
             request(intervention_config={"target": {"segment": ["oncology", "cardiology"]}})
         )

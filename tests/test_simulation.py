@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from bayestwin.settings import Settings, load_settings
-from bayestwin.model.fitted import Diagnostics, FittedTwinModel, ModelNotUsableError
+from bayestwin.core.decision import Decision, DecisionRule, decide
+from bayestwin.core.effects import EncodedUnits, effect_draws
+from bayestwin.core.effects_summary import default_dose_grid
+from bayestwin.core.intervals import equal_tailed_interval
 from bayestwin.core.population import draw_twins
 from bayestwin.core.posterior import FeatureEncoder, TwinPosterior, dose_response_draws
-from bayestwin.core.power import n_per_arm, two_mean_n, two_proportion_n
+from bayestwin.core.power import n_per_arm
+from bayestwin.core.predictive import observed_ate_predictive, observed_ate_se
+from bayestwin.engine.requests import check_request
+from bayestwin.engine.simulation import EngineSettings, SimulationEngine
+from bayestwin.errors import InvalidInputError, NotFitError
+from bayestwin.model.fitted import Diagnostics, FittedTwinModel
 from bayestwin.schemas import InterventionConfig
-from bayestwin.engine.simulation import (
-    Decision,
-    EncodedUnits,
-    SimulationEngine,
-    decide,
-    default_dose_grid,
-    effect_draws,
-    equal_tailed_interval,
-    observed_ate_predictive,
-    observed_ate_se,
-)
-from bayestwin.synthetic import generate_synthetic_twin_data
+from bayestwin.settings import load_settings
+from bayestwin.synthetic import generate_synthetic_twin_data, truth_posterior
 from bayestwin.vocabulary import Recommendation, SimulationStatus, TwinType
 
 RANK = {Recommendation.SKIP: 0, Recommendation.REFINE: 1, Recommendation.DEPLOY: 2}
 VOLATILE = {"simulation_id", "created_at", "completed_at", "execution_time_ms"}
-
-
-def make_settings(**overrides: object) -> Settings:
-    return load_settings(environ={}, **overrides)
 
 
 def logit(p: float) -> float:
@@ -88,7 +84,7 @@ def closed_form_model(
         posterior=posterior,
         population=population,
         diagnostics=diag,
-        model_id="model-test",
+        spec_hash="model-test",
     )
 
 
@@ -99,18 +95,10 @@ def tau_draws() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def engine64() -> SimulationEngine:
-    return SimulationEngine(make_settings(), dtype=np.float64)
+    return SimulationEngine(dtype=np.float64)
 
 
 # -- small pure functions ------------------------------------------------------------------
-def test_equal_tailed_interval_matches_quantiles() -> None:
-    x = np.random.default_rng(0).standard_normal(5000)
-    lo, hi = equal_tailed_interval(x, 0.8)
-    np.testing.assert_allclose([lo, hi], np.quantile(x, [0.1, 0.9]), atol=1e-12)
-    with pytest.raises(ValueError, match="prob"):
-        equal_tailed_interval(x, 1.0)
-
-
 def test_decide_rule() -> None:
     kw = {"min_effect_threshold": 0.05, "confidence_threshold": 0.7}
     assert decide(0.7, **kw).recommendation is Recommendation.DEPLOY
@@ -163,7 +151,7 @@ def test_default_dose_grid() -> None:
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_gaussian_closed_form(tau_draws: np.ndarray, dtype: type[np.floating]) -> None:
     model = closed_form_model(tau_draws)
-    engine = SimulationEngine(make_settings(), dtype=dtype)
+    engine = SimulationEngine(dtype=dtype)
     res = engine.simulate(model, "email_campaign", twin_count=3000, random_seed=1)
     tol = {"atol": 1e-10} if dtype is np.float64 else {"rtol": 2e-5, "atol": 2e-5}
     approx = {"abs": 1e-10} if dtype is np.float64 else {"rel": 2e-5, "abs": 2e-5}
@@ -233,7 +221,8 @@ def test_bernoulli_closed_form(engine64: SimulationEngine) -> None:
     assert res.recommendation is Recommendation.DEPLOY
     report = res.sample_size
     assert report is not None
-    n = two_proportion_n(p0, p0 + float(np.median(p1 - p0)))
+    p1_med = p0 + float(np.median(p1 - p0))
+    n = n_per_arm(p1_med - p0, p0 * (1 - p0), p1_med * (1 - p1_med))
     assert report.classic_n_per_arm == n
     assert res.recommended_sample_size == 2 * n  # type: ignore[operator]
     # every unit has the same p: the twin predicts nothing about the outcome
@@ -255,7 +244,7 @@ def test_covariate_adjustment_uses_between_unit_variance(
     report = res.sample_size
     assert report is not None and report.rho is not None
     assert report.rho**2 == pytest.approx(between / var_c, rel=1e-9)
-    classic = two_mean_n(float(np.median(tau_draws)), var_c, var_c)
+    classic = n_per_arm(float(np.median(tau_draws)), var_c, var_c)
     assert report.classic_n_per_arm == classic
     assert report.covariate_adjusted_n_per_arm == math.ceil(classic * (1 - report.rho**2))
 
@@ -302,7 +291,7 @@ def test_decision_monotone_in_threshold_end_to_end(tau_draws: np.ndarray) -> Non
     model = closed_form_model(tau_draws)
     ranks = []
     for thr in (0.0, 0.05, 0.08, 0.1, 0.2):
-        eng = SimulationEngine(make_settings(min_effect_threshold=thr), dtype=np.float64)
+        eng = SimulationEngine(min_effect_threshold=thr, dtype=np.float64)
         res = eng.simulate(model, "email_campaign", twin_count=500, random_seed=1, dose_grid=())
         ranks.append(RANK[res.recommendation])  # type: ignore[index]
     assert ranks == sorted(ranks, reverse=True)
@@ -430,7 +419,7 @@ def test_effect_draws_identical_for_any_thread_count() -> None:
 
 def test_same_seed_same_result(tau_draws: np.ndarray) -> None:
     model = closed_form_model(tau_draws)
-    engine = SimulationEngine(make_settings())
+    engine = SimulationEngine()
     a = engine.simulate(model, "email_campaign", twin_count=800, random_seed=42)
     b = engine.simulate(model, "email_campaign", twin_count=800, random_seed=42)
     c = engine.simulate(model, "email_campaign", twin_count=800, random_seed=43)
@@ -477,6 +466,7 @@ def test_pass_through_fields(tau_draws: np.ndarray, engine64: SimulationEngine) 
     assert res.experiment_design_id == "exp-1"
     assert res.dose_response == [] and res.min_effective_intensity is None
     assert res.brand == "Fabhalta" and res.twin_type is TwinType.TERRITORY
+    assert res.model_id is None  # the service sets the row id
     assert res.twin_count == 100 and res.confidence_level == 0.95
     default = engine64.simulate(closed_form_model(tau_draws), "email_campaign", dose_grid=())
     assert default.twin_count == engine64.settings.default_twin_count
@@ -510,9 +500,7 @@ _CACHE: dict[str, tuple[TwinPosterior, pd.DataFrame, str]] = {}
 def _synthetic(twin_type: str) -> tuple[TwinPosterior, pd.DataFrame, str]:
     if twin_type not in _CACHE:
         syn = generate_synthetic_twin_data(twin_type, n_units=600, n_periods=1, random_seed=3)
-        post = TwinPosterior.from_ground_truth(
-            syn.truth, "Fabhalta", n_draws=200, effect_sd=0.05, random_seed=1
-        )
+        post = truth_posterior(syn.truth, "Fabhalta", n_draws=200, effect_sd=0.05, random_seed=1)
         _CACHE[twin_type] = (post, syn.population("Fabhalta"), syn.truth.intervention_types[0])
     return _CACHE[twin_type]
 
@@ -530,9 +518,7 @@ def _synthetic(twin_type: str) -> tuple[TwinPosterior, pd.DataFrame, str]:
 def test_true_ate_of_twins_in_interval(twin_type: str, target: dict, seed: int) -> None:
     syn = generate_synthetic_twin_data(twin_type, n_units=1500, n_periods=1, random_seed=seed)
     brand = "Remibrutinib"
-    post = TwinPosterior.from_ground_truth(
-        syn.truth, brand, n_draws=500, effect_sd=0.05, random_seed=seed
-    )
+    post = truth_posterior(syn.truth, brand, n_draws=500, effect_sd=0.05, random_seed=seed)
     pop = syn.population(brand)
     model = FittedTwinModel(
         brand=brand,
@@ -540,10 +526,10 @@ def test_true_ate_of_twins_in_interval(twin_type: str, target: dict, seed: int) 
         posterior=post,
         population=pop,
         diagnostics=Diagnostics(1.0, 1000.0, 1000.0, 0, 1.0, True),
-        model_id="synthetic",
+        spec_hash="synthetic",
     )
     k = syn.truth.intervention_types[0]
-    engine = SimulationEngine(make_settings())
+    engine = SimulationEngine()
     res = engine.simulate(
         model, k, {"intensity": 1.5, "target": target}, twin_count=4000, random_seed=seed
     )
@@ -568,40 +554,75 @@ def guarded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("guarded")
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "field", "match"),
     [
-        ({"intervention_type": "skywriting"}, "unknown intervention_type 'skywriting'"),
-        ({"twin_count": 0}, "twin_count"),
-        ({"twin_count": -5}, "twin_count"),
-        ({"twin_count": 50_001}, "max_twin_count=50000"),
-        ({"twin_count": 2.5}, "twin_count must be an integer"),
-        ({"confidence_level": 0.0}, "confidence_level"),
-        ({"confidence_level": 1.0}, "confidence_level"),
-        ({"confidence_level": 1.5}, "confidence_level"),
-        ({"intervention_config": {"intensity": -1.0}}, "intensity"),
+        (
+            {"intervention_type": "skywriting"},
+            "intervention_type",
+            "unknown intervention_type 'skywriting'",
+        ),
+        ({"twin_count": 0}, "twin_count", "twin_count"),
+        ({"twin_count": -5}, "twin_count", "twin_count"),
+        ({"twin_count": 50_001}, "twin_count", "max_twin_count=50000"),
+        ({"twin_count": 2.5}, "twin_count", "twin_count must be an integer"),
+        ({"confidence_level": 0.0}, "confidence_level", "confidence_level"),
+        ({"confidence_level": 1.0}, "confidence_level", "confidence_level"),
+        ({"confidence_level": 1.5}, "confidence_level", "confidence_level"),
         (
             {"intervention_config": InterventionConfig.model_construct(intensity=-0.5)},
+            "intervention_config.intensity",
             "intensity must be finite and >= 0",
         ),
         (
             {"intervention_config": {"intervention_type": "call_frequency"}},
+            "intervention_config.intervention_type",
             "differs from intervention_type",
         ),
-        ({"dose_grid": [0.5, -1.0]}, "dose_grid"),
-        ({"random_seed": -1}, "random_seed"),
+        ({"dose_grid": [0.5, -1.0]}, "dose_grid", "dose_grid"),
+        ({"random_seed": -1}, "random_seed", "random_seed"),
+        (
+            {"intervention_config": {"target": {"segment": ["seg9"]}}},
+            "intervention_config.target",
+            "matches no unit",
+        ),
     ],
 )
-def test_bad_input_is_refused_before_work(tau_draws: np.ndarray, kwargs: dict, match: str) -> None:
+def test_bad_input_is_refused_before_work(
+    tau_draws: np.ndarray, kwargs: dict, field: str, match: str
+) -> None:
     call = {"intervention_type": "email_campaign", "twin_count": 100, **kwargs}
-    engine = SimulationEngine(make_settings())
-    with pytest.raises(ValueError, match=match):
+    engine = SimulationEngine()
+    with pytest.raises(InvalidInputError, match=match) as info:
         engine.simulate(closed_form_model(tau_draws), **call)
+    assert info.value.field == field
+
+
+@pytest.mark.usefixtures("guarded")
+def test_badly_shaped_config_is_a_schema_error(tau_draws: np.ndarray) -> None:
+    with pytest.raises(ValidationError, match="intensity"):
+        SimulationEngine().simulate(
+            closed_form_model(tau_draws), "email_campaign", {"intensity": -1.0}, 100
+        )
+
+
+def test_check_request_without_the_engine(tau_draws: np.ndarray) -> None:
+    model = closed_form_model(tau_draws)
+    limits: dict[str, Any] = {"max_twin_count": 200, "default_twin_count": 150}
+    checked = check_request(model, "email_campaign", {"intensity": 2.0}, **limits)
+    assert checked.twin_count == 150
+    assert checked.config.intervention_type == "email_campaign"
+    assert checked.config.intensity == 2.0
+    with pytest.raises(InvalidInputError, match="max_twin_count=200") as info:
+        check_request(model, "email_campaign", None, 201, **limits)
+    assert info.value.field == "twin_count"
+    with pytest.raises(NotFitError):
+        check_request(closed_form_model(tau_draws, passed=False), "email_campaign", **limits)
 
 
 @pytest.mark.usefixtures("guarded")
 def test_failed_diagnostics_refused(tau_draws: np.ndarray) -> None:
-    engine = SimulationEngine(make_settings())
-    with pytest.raises(ModelNotUsableError, match="r_hat 1.2"):
+    engine = SimulationEngine()
+    with pytest.raises(NotFitError, match="r_hat 1.2"):
         engine.simulate(
             closed_form_model(tau_draws, passed=False), "email_campaign", twin_count=100
         )
@@ -617,17 +638,15 @@ def test_override_diagnostics_allows_use(tau_draws: np.ndarray) -> None:
         posterior=model.posterior,
         population=model.population,
         diagnostics=model.diagnostics,
-        model_id=model.model_id,
+        spec_hash=model.spec_hash,
         override_diagnostics=True,
     )
-    res = SimulationEngine(make_settings()).simulate(
-        usable, "email_campaign", twin_count=100, dose_grid=()
-    )
+    res = SimulationEngine().simulate(usable, "email_campaign", twin_count=100, dose_grid=())
     assert res.simulation_status is SimulationStatus.COMPLETED
 
 
 def test_bad_targets(tau_draws: np.ndarray) -> None:
-    engine = SimulationEngine(make_settings())
+    engine = SimulationEngine()
     model = closed_form_model(tau_draws)
     with pytest.raises(ValueError, match=r"unknown column 'specialty'.*'segment'"):
         engine.simulate(model, "email_campaign", {"target": {"specialty": ["a"]}}, 100)
@@ -637,15 +656,30 @@ def test_bad_targets(tau_draws: np.ndarray) -> None:
         engine.simulate(model, "email_campaign", {"target": {"x": {"min": 1e6}}}, 100)
 
 
+def test_engine_defaults_are_the_shipped_settings() -> None:
+    shipped = load_settings(environ={})
+    defaults = SimulationEngine().settings
+    assert defaults == EngineSettings()
+    for f in dataclasses.fields(EngineSettings):
+        assert getattr(defaults, f.name) == getattr(shipped, f.name), f.name
+    assert defaults.rule == DecisionRule(0.05, 0.70, 0.05, 0.80)
+
+
 def test_engine_settings_checked() -> None:
     with pytest.raises(ValueError, match="confidence_threshold"):
-        SimulationEngine(make_settings(confidence_threshold=0.4))
+        SimulationEngine(confidence_threshold=0.4)
+    with pytest.raises(ValueError, match="power_alpha"):
+        SimulationEngine(power_alpha=1.5)
+    with pytest.raises(ValueError, match="max_twin_count"):
+        SimulationEngine(default_twin_count=100, max_twin_count=50)
+    with pytest.raises(ValueError, match="batch_size"):
+        SimulationEngine(batch_size=0)
     with pytest.raises(ValueError, match="dtype"):
-        SimulationEngine(make_settings(), dtype=np.float16)
+        SimulationEngine(dtype=np.float16)
     with pytest.raises(ValueError, match="blas_threads"):
-        SimulationEngine(make_settings(), blas_threads=0)
+        SimulationEngine(blas_threads=0)
     with pytest.raises(ValueError, match="threads must be >= 1"):
-        SimulationEngine(make_settings(), threads=0)
+        SimulationEngine(threads=0)
 
 
 def test_blas_threads_restored_after_concurrent_simulations(tau_draws: np.ndarray) -> None:
@@ -657,7 +691,7 @@ def test_blas_threads_restored_after_concurrent_simulations(tau_draws: np.ndarra
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
     before = blas_threads()
-    engine = SimulationEngine(make_settings())
+    engine = SimulationEngine()
     model = closed_form_model(tau_draws, n_units=3000)
 
     def run(seed: int) -> float:

@@ -1,7 +1,9 @@
-"""migrations/*.sql on a real PostgreSQL, compared with the ORM by reflection.
+"""The versioned migrations, and the SQL files on a real PostgreSQL compared with the ORM.
 
-Needs BAYESTWIN_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test).
-Every test works in its own scratch database, created from that URL and dropped after.
+The PostgreSQL tests need BAYESTWIN_TEST_POSTGRES_URL (e.g.
+postgresql+psycopg://postgres@127.0.0.1/test). Every one of them works in its own scratch
+database, created from that URL and dropped after. The version-table tests run on SQLite
+too.
 """
 
 from __future__ import annotations
@@ -9,28 +11,33 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
+from bayestwin.errors import ConflictError
 from bayestwin.schemas import FidelityResult, SimulationResult, TwinModelInfo
-from bayestwin.store import TwinRepository
-from bayestwin.store.db import make_engine, migration_files, temporary_database, upgrade
+from bayestwin.store.db import make_engine, temporary_database
+from bayestwin.store.migrations import (
+    VERSION_TABLE,
+    applied_migrations,
+    load_migrations,
+    migration_files,
+    upgrade,
+)
+from bayestwin.store.repository import TwinRepository
 from bayestwin.store.tables import metadata
 from bayestwin.vocabulary import FidelityGrade, Recommendation, SimulationStatus, TwinType
 
 PG_URL = os.environ.get("BAYESTWIN_TEST_POSTGRES_URL")
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(
-        not PG_URL, reason="set BAYESTWIN_TEST_POSTGRES_URL to run PostgreSQL tests"
-    ),
-]
+PG = pytest.mark.postgres
 
 EXPERIMENT_FKS = {
     "fk_twin_simulations_experiment_design_id_ml_experiments": (
@@ -55,6 +62,19 @@ def scratch_url() -> Iterator[URL]:
 @pytest.fixture
 def engine(scratch_url: URL) -> Iterator[Engine]:
     eng = make_engine(scratch_url)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=PG)])
+def any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty database: a SQLite file, or a scratch PostgreSQL database."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("engine")
+        return
+    eng = make_engine(f"sqlite:///{tmp_path / 'twins.db'}")
     try:
         yield eng
     finally:
@@ -222,14 +242,83 @@ def column_type(engine: Engine, table: str, column: str) -> str:
 def test_migration_files_are_found() -> None:
     names = [p.name for p in migration_files()]
     assert "011_digital_twin_tables.sql" in names
+    assert [(m.version, m.name) for m in load_migrations()][0] == ("011", "digital_twin_tables")
 
 
+def test_applying_twice_runs_each_migration_once(any_engine: Engine) -> None:
+    files = [p.name for p in migration_files()]
+    assert applied_migrations(any_engine) == []
+    assert upgrade(any_engine) == files
+    recorded = applied_migrations(any_engine)
+    assert [f"{m.version}_{m.name}.sql" for m in recorded] == files
+    assert [m.checksum for m in recorded] == [m.checksum for m in load_migrations()]
+    assert upgrade(any_engine) == []  # nothing is run again
+    TwinRepository(any_engine)  # neither by a new repository
+    assert applied_migrations(any_engine) == recorded
+    tables = set(sa.inspect(any_engine).get_table_names())
+    assert set(metadata.tables) | {VERSION_TABLE} == tables
+
+
+def test_a_new_migration_is_applied_alone(any_engine: Engine, tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for path in migration_files():
+        (folder / path.name).write_bytes(path.read_bytes())
+    assert upgrade(any_engine, migrations_dir=folder) == [p.name for p in migration_files()]
+    # Not idempotent: it would fail if it ran a second time.
+    (folder / "012_extra.sql").write_text("CREATE TABLE twin_extra (id INTEGER PRIMARY KEY);")
+    assert upgrade(any_engine, migrations_dir=folder) == ["012_extra.sql"]
+    assert upgrade(any_engine, migrations_dir=folder) == []
+    versions = [m.version for m in applied_migrations(any_engine)]
+    assert versions == [*(m.version for m in load_migrations()), "012"]
+    if any_engine.dialect.name == "postgresql":  # SQLite builds its schema from the ORM
+        assert "twin_extra" in sa.inspect(any_engine).get_table_names()
+
+
+def test_an_edited_applied_migration_is_refused(any_engine: Engine, tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (original,) = migration_files()
+    edited = folder / original.name
+    edited.write_bytes(original.read_bytes())
+    upgrade(any_engine, migrations_dir=folder)
+    edited.write_text(original.read_text() + "\n-- an edit\n")
+    with pytest.raises(ConflictError, match="changed after it was applied") as err:
+        upgrade(any_engine, migrations_dir=folder)
+    assert err.value.code == "migration_changed"
+
+
+@PG
+def test_concurrent_upgrades_apply_each_migration_once(scratch_url: URL) -> None:
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def run() -> None:
+        try:
+            start.wait()
+            results.append(upgrade(scratch_url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(results, key=len) == [[], [], [], [p.name for p in migration_files()]]
+    assert len(applied_migrations(scratch_url)) == len(migration_files())
+
+
+@PG
 def test_migration_matches_orm_metadata(engine: Engine) -> None:
     assert upgrade(engine) == [p.name for p in migration_files()]
     assert schema_diff(engine) == []
     assert foreign_keys_to_experiments(engine) == {}
 
 
+@PG
 def test_enum_types_hold_the_vocabulary(engine: Engine) -> None:
     upgrade(engine)
     assert enum_values(engine) == {
@@ -248,6 +337,7 @@ def test_enum_types_hold_the_vocabulary(engine: Engine) -> None:
     assert orm_enums == enum_values(engine)
 
 
+@PG
 def test_applying_twice_changes_nothing(engine: Engine) -> None:
     upgrade(engine)
     before = catalog_snapshot(engine)
@@ -256,6 +346,7 @@ def test_applying_twice_changes_nothing(engine: Engine) -> None:
     assert schema_diff(engine) == []
 
 
+@PG
 @pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed")
 def test_psql_applies_the_file_twice(scratch_url: URL, engine: Engine) -> None:
     libpq_url = scratch_url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -270,6 +361,7 @@ def test_psql_applies_the_file_twice(scratch_url: URL, engine: Engine) -> None:
     assert schema_diff(engine) == []
 
 
+@PG
 def test_applies_in_its_own_schema_when_types_exist_elsewhere(scratch_url: URL) -> None:
     upgrade(scratch_url)  # types and tables in public
     with sa.create_engine(scratch_url).begin() as conn:
@@ -307,6 +399,7 @@ CREATE TABLE ml_experiments (
 """
 
 
+@PG
 def test_platform_with_uuid_keyed_experiments_gets_all_references(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(PLATFORM_UUID_KEY)
@@ -361,12 +454,13 @@ def test_platform_with_uuid_keyed_experiments_gets_all_references(engine: Engine
         intervention_type="email",
         twin_count=100,
     )
-    with repo.simulation_run(sim) as run:
-        run.complete(
-            sim.model_copy(
-                update={"simulated_ate": 0.1, "simulated_ci_lower": 0.0, "simulated_ci_upper": 0.2}
-            )
+    repo.create_simulation(sim)
+    repo.mark_running(sim.simulation_id)
+    repo.complete_simulation(
+        sim.model_copy(
+            update={"simulated_ate": 0.1, "simulated_ci_lower": 0.0, "simulated_ci_upper": 0.2}
         )
+    )
     stored = repo.get_simulation(sim.simulation_id)
     assert stored.experiment_design_id == str(exp_id)
     fid = repo.record_validation(
@@ -402,6 +496,7 @@ def test_platform_with_uuid_keyed_experiments_gets_all_references(engine: Engine
     assert repo.get_model(model.model_id).mlflow_run_id is None
 
 
+@PG
 def test_platform_with_text_keyed_experiments_keeps_varchar(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(PLATFORM_TEXT_KEY)
@@ -414,6 +509,7 @@ def test_platform_with_text_keyed_experiments_keeps_varchar(engine: Engine) -> N
     assert schema_diff(engine) == []
 
 
+@PG
 def test_schema_diff_sees_drift(engine: Engine) -> None:
     """The comparison is not vacuous: each kind of drift shows up."""
     upgrade(engine)

@@ -12,37 +12,39 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from mlflow.pyfunc import PyFuncModel
 from mlflow.tracking import MlflowClient
 
 from bayestwin.engine.fidelity import FidelitySummary
-from bayestwin.model.fit import SamplerSettings, TwinGenerator, default_spec
-from bayestwin.model.fitted import FittedTwinModel, ModelNotUsableError
-from bayestwin.core.posterior import TwinPosterior
+from bayestwin.engine.outcomes import predict_expected_outcomes
+from bayestwin.errors import ConflictError, InvalidInputError, NotFitError
+from bayestwin.model.fit import TwinGenerator
+from bayestwin.model.fitted import FittedTwinModel
+from bayestwin.model.spec import SamplerSettings, default_spec
 from bayestwin.schemas import FidelityResult, TwinModelInfo
-from bayestwin.store import AlreadyExistsError, InvalidStateError, TwinRepository
+from bayestwin.store.mlflow.fit_record import fit_metrics
 from bayestwin.store.mlflow.registry import (
     RegisteredTwin,
     active_version,
-    default_artifact_location,
-    fit_metrics,
     load_fitted,
-    load_pyfunc,
     log_fidelity,
     log_fit,
     model_info_from,
-    predict_expected_outcomes,
     registered_model_name,
-    resolve_tracking_uri,
     set_active,
 )
+from bayestwin.store.mlflow.tracking import default_artifact_location, fluent, resolve_tracking_uri
+from bayestwin.store.repository import TwinRepository
 from bayestwin.synthetic import SyntheticTwinData, generate_synthetic_twin_data
 from bayestwin.vocabulary import FidelityGrade, TwinType
 
@@ -76,6 +78,12 @@ def _fit(data: SyntheticTwinData, seed: int) -> FittedTwinModel:
         sampler=sampler,
     )
     return TwinGenerator(spec).fit(data.data, override_diagnostics=True)
+
+
+def _pyfunc(model_uri: str, store: str) -> PyFuncModel:
+    """The registered model as MLflow serves it."""
+    with fluent(store):
+        return mlflow.pyfunc.load_model(model_uri)
 
 
 def _units(model: FittedTwinModel) -> pd.DataFrame:
@@ -159,77 +167,6 @@ def test_default_store_and_artifacts_live_in_the_data_dir(
     assert resolve_tracking_uri("http://tracking:5000") == "http://tracking:5000"
 
 
-# -- predictions (a ground-truth posterior; nothing fitted) ---------------------------
-
-
-@pytest.fixture(scope="module")
-def truth_posterior() -> tuple[TwinPosterior, pd.DataFrame]:
-    data = _history()
-    post = TwinPosterior.from_ground_truth(data.truth, BRAND, n_draws=200, effect_sd=0.2)
-    pop = data.population(BRAND)
-    return post, pop
-
-
-def test_predictions_follow_each_rows_intervention(
-    truth_posterior: tuple[TwinPosterior, pd.DataFrame],
-) -> None:
-    post, pop = truth_posterior
-    kind = post.intervention_types[0]
-    rows = pop.head(6).copy()
-    rows["intervention_type"] = ["", None, kind, kind, kind, post.intervention_types[1]]
-    rows["intensity"] = [np.nan, 1.0, 0.0, 1.0, 0.5, 2.0]
-    rows.index = pd.Index([10, 11, 12, 13, 14, 15])
-    out = predict_expected_outcomes(post, rows)
-
-    assert list(out.columns) == ["unit_id", *OUTPUT]
-    assert list(out.index) == [10, 11, 12, 13, 14, 15]
-    assert list(out["unit_id"]) == list(rows["unit_id"])
-    plan = [(None, 1.0), (None, 1.0), (None, 1.0), (kind, 1.0), (kind, 0.5)]
-    plan.append((post.intervention_types[1], 2.0))
-    for i, (itype, level) in enumerate(plan):
-        draws = post.expected_outcome(rows.iloc[[i]], itype, level)[:, 0]
-        np.testing.assert_allclose(out["expected_outcome"].iloc[i], draws.mean(), rtol=1e-12)
-        np.testing.assert_allclose(out["sd"].iloc[i], draws.std(ddof=1), rtol=1e-9, atol=1e-15)
-        lo, hi = np.quantile(draws, [0.05, 0.95])
-        np.testing.assert_allclose([out["q05"].iloc[i], out["q95"].iloc[i]], [lo, hi], rtol=1e-12)
-    treated = out.iloc[3:]
-    assert (treated["q05"] <= treated["expected_outcome"]).all()
-    assert (treated["expected_outcome"] <= treated["q95"]).all()
-    assert (treated["sd"] > 0).all()
-
-
-def test_predictions_do_not_depend_on_chunking(
-    truth_posterior: tuple[TwinPosterior, pd.DataFrame],
-) -> None:
-    post, pop = truth_posterior
-    kinds = ["", *post.intervention_types]
-    units = pop.assign(
-        intervention_type=[kinds[i % len(kinds)] for i in range(len(pop))],
-        intensity=[0.25 + (i % 3) for i in range(len(pop))],
-    )
-    whole = predict_expected_outcomes(post, units, quantiles=(0.025, 0.5, 0.975))
-    chunked = predict_expected_outcomes(post, units, quantiles=(0.025, 0.5, 0.975), max_cells=7)
-    assert list(whole.columns) == ["unit_id", "expected_outcome", "sd", "q2_5", "q50", "q97_5"]
-    pd.testing.assert_frame_equal(whole, chunked, check_exact=False, rtol=1e-12)
-
-
-def test_predictions_refuse_bad_input(
-    truth_posterior: tuple[TwinPosterior, pd.DataFrame],
-) -> None:
-    post, pop = truth_posterior
-    rows = pop.head(3).assign(intervention_type=post.intervention_types[0], intensity=1.0)
-    with pytest.raises(ValueError, match="unknown intervention_type"):
-        predict_expected_outcomes(post, rows.assign(intervention_type="carrier_pigeon"))
-    with pytest.raises(ValueError, match="negative or missing intensity"):
-        predict_expected_outcomes(post, rows.assign(intensity=[1.0, -0.5, np.nan]))
-    with pytest.raises(ValueError, match="lack the column"):
-        predict_expected_outcomes(post, rows.drop(columns="intensity"))
-    with pytest.raises(ValueError, match="lack the column"):
-        predict_expected_outcomes(post, rows.drop(columns=post.encoder.numeric[0]))
-    with pytest.raises(ValueError, match="quantiles"):
-        predict_expected_outcomes(post, rows, quantiles=(0.0, 0.5))
-
-
 # -- logging and registering a fit -------------------------------------------------------
 
 
@@ -261,7 +198,7 @@ def test_log_fit_records_run_and_registers_version_one(
     assert metrics == pytest.approx(first.metrics)
     assert tags["bayestwin.brand"] == BRAND
     assert tags["bayestwin.twin_type"] == "hcp"
-    assert tags["bayestwin.model_id"] == fitted.model_id
+    assert tags["bayestwin.spec_hash"] == fitted.spec_hash
     assert tags["bayestwin.fit_for_use"] == "true"
     # (on disk: MlflowClient.list_artifacts of a run with a logged model reads the
     # process-wide tracking URI in MLflow 3.17)
@@ -294,7 +231,7 @@ def test_load_fitted_returns_the_logged_model(
         )
     pd.testing.assert_frame_equal(loaded.population, fitted.population)
     assert loaded.spec == fitted.spec
-    assert loaded.model_id == fitted.model_id
+    assert loaded.spec_hash == fitted.spec_hash
     assert loaded.diagnostics == fitted.diagnostics
     assert loaded.override_diagnostics
     xr.testing.assert_identical(
@@ -319,7 +256,8 @@ _CHILD = textwrap.dedent(
     import numpy as np
     import pandas as pd
 
-    from bayestwin.store.mlflow.registry import load_fitted, predict_expected_outcomes
+    from bayestwin.engine.outcomes import predict_expected_outcomes
+    from bayestwin.store.mlflow.registry import load_fitted
 
     uri, name, units_path, out = sys.argv[1:5]
     units = pd.read_parquet(units_path)
@@ -349,7 +287,7 @@ def test_predictions_are_identical_in_a_new_process(
     set_active(first.name, first.version, tracking_uri=store)
     units = _units(fitted)
     expected = predict_expected_outcomes(fitted.posterior, units)[OUTPUT].to_numpy()
-    here = load_pyfunc(first.name, alias="active", tracking_uri=store).predict(units)
+    here = _pyfunc(f"models:/{first.name}@active", store).predict(units)
     assert isinstance(here, pd.DataFrame)
     assert here[OUTPUT].to_numpy().tobytes() == expected.tobytes()
 
@@ -461,7 +399,7 @@ def test_second_fit_is_version_two_and_the_alias_moves(
     np.testing.assert_array_equal(active.posterior.tau, refit.posterior.tau)
     assert not np.array_equal(active.posterior.tau, fitted.posterior.tau)
     units = _units(refit)
-    served = load_pyfunc(f"models:/{first.name}@active", tracking_uri=store).predict(units)
+    served = _pyfunc(f"models:/{first.name}@active", store).predict(units)
     assert isinstance(served, pd.DataFrame)
     expected = predict_expected_outcomes(refit.posterior, units)
     assert served[OUTPUT].to_numpy().tobytes() == expected[OUTPUT].to_numpy().tobytes()
@@ -482,8 +420,9 @@ def test_a_model_unfit_for_use_is_recorded_but_not_activated(
         ),
     )
     name = "bayestwin-a-hcp-unfit"
-    with pytest.raises(InvalidStateError, match="not fit for use"):
+    with pytest.raises(ConflictError, match="not fit for use") as err:
         log_fit(unfit, tracking_uri=store, registered_name=name, activate=True)
+    assert err.value.code == "invalid_state"
     client = MlflowClient(store)
     version = client.get_model_version(name, "1")  # recorded all the same
     assert version.tags["bayestwin.fit_for_use"] == "false"
@@ -493,8 +432,8 @@ def test_a_model_unfit_for_use_is_recorded_but_not_activated(
     assert active_version(name, tracking_uri=store) is None
     set_active(name, "1", tracking_uri=store, force=True)
     assert active_version(name, tracking_uri=store) == "1"
-    with pytest.raises(ModelNotUsableError):
-        load_pyfunc(name, tracking_uri=store).predict(_units(fitted))
+    with pytest.raises(NotFitError):
+        _pyfunc(f"models:/{name}@active", store).predict(_units(fitted))
 
 
 @pytest.mark.slow
@@ -529,12 +468,27 @@ def test_model_row_links_to_the_run_and_version(
     assert info.performance_metrics["max_r_hat"] == pytest.approx(fitted.diagnostics.max_r_hat)
     assert info.model_id == model_info_from(fitted, first).model_id  # one row per run
     assert TwinModelInfo.model_validate_json(info.model_dump_json()) == info
+    assert info.training_config["spec_hash"] == fitted.spec_hash
+    assert info.training_config["intervention_types"] == list(fitted.posterior.intervention_types)
+    assert info.performance_metrics["diagnostics"]["passed"] == fitted.diagnostics.passed
+    assert info.performance_metrics["n_units"] == len(fitted.population)
+
+    # the same row without MLflow: no run, the name and version given
+    row_id = uuid.uuid4()
+    local = model_info_from(
+        fitted, model_name="local", model_version="7", artifact_uri="/models/x", model_id=row_id
+    )
+    assert (local.model_id, local.model_name, local.model_version) == (row_id, "local", "7")
+    assert local.mlflow_run_id is None and "max_r_hat" not in local.performance_metrics
+    assert local.training_config == info.training_config
+    with pytest.raises(InvalidInputError, match="without a registered version"):
+        model_info_from(fitted, model_name="local")
 
     with TwinRepository(f"sqlite:///{tmp_path / 'bayestwin.db'}") as repo:
         stored = repo.register_model(info)
         assert (stored.mlflow_run_id, stored.model_version) == (first.run_id, "1")
         assert repo.get_active_model(BRAND, "hcp").model_id == info.model_id
-        with pytest.raises(AlreadyExistsError):
+        with pytest.raises(ConflictError):
             repo.register_model(info)
     back = load_fitted(stored.artifact_uri or "", tracking_uri=store)
     np.testing.assert_array_equal(back.posterior.intercept, fitted.posterior.intercept)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from bayestwin.settings import load_settings
+from bayestwin.errors import ConflictError, InvalidInputError, NotFoundError
 from bayestwin.schemas import (
     FidelityResult,
     InterventionConfig,
@@ -32,16 +32,11 @@ from bayestwin.schemas import (
     SimulationResult,
     TwinModelInfo,
 )
-from bayestwin.store import (
-    AlreadyExistsError,
-    InvalidStateError,
-    NoActiveModelError,
-    NotFoundError,
-    TwinRepository,
-    config_distance,
-    request_hash,
-)
-from bayestwin.store.db import database_url, make_engine, temporary_database, upgrade
+from bayestwin.settings import load_settings
+from bayestwin.store.db import database_url, make_engine, temporary_database
+from bayestwin.store.migrations import upgrade
+from bayestwin.store.repository import TwinRepository
+from bayestwin.store.repository.matching import config_distance, request_hash
 from bayestwin.store.tables import TwinSimulation
 from bayestwin.vocabulary import FidelityGrade, Recommendation, SimulationStatus, TwinType
 
@@ -152,8 +147,15 @@ def finished(sim: SimulationResult, ate: float = 0.04, **kw: Any) -> SimulationR
 
 
 def run_to_completion(repo: TwinRepository, sim: SimulationResult, **kw: Any) -> SimulationResult:
-    with repo.simulation_run(sim) as run:
-        return run.complete(finished(sim, **kw))
+    repo.create_simulation(sim)
+    repo.mark_running(sim.simulation_id)
+    return repo.complete_simulation(finished(sim, **kw))
+
+
+def run_to_failure(repo: TwinRepository, sim: SimulationResult, error: str) -> SimulationResult:
+    repo.create_simulation(sim)
+    repo.mark_running(sim.simulation_id)
+    return repo.fail_simulation(sim.simulation_id, error)
 
 
 # -- models --------------------------------------------------------------------------------
@@ -169,20 +171,30 @@ def test_register_and_get_model_round_trip(repo: TwinRepository) -> None:
 
 def test_register_refuses_duplicates(repo: TwinRepository) -> None:
     info = repo.register_model(make_model())
-    with pytest.raises(AlreadyExistsError, match=str(info.model_id)):
+    with pytest.raises(ConflictError, match=str(info.model_id)) as err:
         repo.register_model(info.model_copy(update={"model_version": "2"}))
-    with pytest.raises(AlreadyExistsError, match="version '1'"):
+    assert err.value.code == "already_exists"
+    with pytest.raises(ConflictError, match="version '1'") as err:
         repo.register_model(make_model())
+    assert err.value.code == "already_exists"
 
 
 def test_missing_rows_raise_not_found_naming_the_id(repo: TwinRepository) -> None:
     missing = uuid.uuid4()
-    for call in (repo.get_model, repo.get_simulation, repo.get_validation, repo.mark_running):
+    calls = {
+        repo.get_model: "model_id",
+        repo.get_simulation: "simulation_id",
+        repo.get_validation: "tracking_id",
+        repo.mark_running: "simulation_id",
+    }
+    for call, field in calls.items():
         with pytest.raises(NotFoundError, match=str(missing)) as info:
             call(missing)
         assert isinstance(info.value, LookupError)
-    with pytest.raises(ValueError, match="model_id must be a UUID"):
+        assert (info.value.code, info.value.field) == ("not_found", field)
+    with pytest.raises(InvalidInputError, match="model_id must be a UUID") as bad:
         repo.get_model("not-a-uuid")
+    assert bad.value.field == "model_id"
 
 
 def test_active_model_swap(repo: TwinRepository) -> None:
@@ -197,23 +209,27 @@ def test_active_model_swap(repo: TwinRepository) -> None:
     assert repo.get_active_model("brandx", TwinType.PATIENT).model_id == other.model_id
     assert repo.list_models(brand="brandx", twin_type="hcp", active_only=True).total == 1
     repo.deactivate_model(v1.model_id)
-    with pytest.raises(NoActiveModelError, match=r"brand 'brandx', twin type hcp") as err:
+    with pytest.raises(NotFoundError, match=r"brand 'brandx', twin type hcp") as err:
         repo.get_active_model("brandx", "hcp")
+    assert (err.value.code, err.value.field) == ("no_active_model", "brand")
     assert str(v1.model_id) in str(err.value)  # names the versions that could be activated
 
 
 def test_no_active_model_for_unknown_brand(repo: TwinRepository) -> None:
-    with pytest.raises(NoActiveModelError, match="fit and register a model"):
+    with pytest.raises(NotFoundError, match="fit and register a model") as err:
         repo.get_active_model("nobrand", "territory")
+    assert err.value.code == "no_active_model"
 
 
 def test_unfit_model_cannot_be_active(repo: TwinRepository) -> None:
     unfit = make_model(fit_for_use=False, diagnostics_reason="r_hat 1.2 > 1.01")
-    with pytest.raises(InvalidStateError, match="r_hat"):
+    with pytest.raises(ConflictError, match="r_hat") as err:
         repo.register_model(unfit, activate=True)
+    assert err.value.code == "invalid_state"
     repo.register_model(unfit)
-    with pytest.raises(InvalidStateError, match="not fit for use"):
+    with pytest.raises(ConflictError, match="not fit for use") as err:
         repo.set_active_model(unfit.model_id)
+    assert err.value.code == "invalid_state"
 
 
 def test_concurrent_swaps_leave_exactly_one_active(repo: TwinRepository) -> None:
@@ -289,20 +305,22 @@ def test_invalid_transitions_are_refused(repo: TwinRepository) -> None:
     model = repo.register_model(make_model())
     sim = make_sim(model)
     repo.create_simulation(sim)
-    with pytest.raises(AlreadyExistsError):
+    with pytest.raises(ConflictError) as exists:
         repo.create_simulation(sim)
-    with pytest.raises(InvalidStateError, match="not running"):
+    assert exists.value.code == "already_exists"
+    with pytest.raises(ConflictError, match="not running") as err:
         repo.complete_simulation(finished(sim))
+    assert err.value.code == "invalid_state"
     repo.mark_running(sim.simulation_id)
-    with pytest.raises(InvalidStateError, match="not pending"):
+    with pytest.raises(ConflictError, match="not pending"):
         repo.mark_running(sim.simulation_id)
     wrong = finished(sim).model_copy(update={"brand": "brandy"})
-    with pytest.raises(InvalidStateError, match="brand"):
+    with pytest.raises(ConflictError, match="brand"):
         repo.complete_simulation(wrong)
     repo.complete_simulation(finished(sim))
-    with pytest.raises(InvalidStateError, match="already completed"):
+    with pytest.raises(ConflictError, match="already completed"):
         repo.fail_simulation(sim.simulation_id, "late error")
-    with pytest.raises(InvalidStateError, match="must be pending"):
+    with pytest.raises(ConflictError, match="must be pending"):
         repo.create_simulation(
             finished(make_sim(model)).model_copy(
                 update={"simulation_status": SimulationStatus.COMPLETED}
@@ -312,25 +330,18 @@ def test_invalid_transitions_are_refused(repo: TwinRepository) -> None:
         repo.create_simulation(make_sim(model, model_id=uuid.uuid4()))
 
 
-def test_simulation_run_marks_failure_with_error_and_time(repo: TwinRepository) -> None:
+def test_fail_simulation_stores_the_error_and_the_time(repo: TwinRepository) -> None:
     model = repo.register_model(make_model())
     sim = make_sim(model)
-    with pytest.raises(RuntimeError, match="sampler exploded"), repo.simulation_run(sim):
-        raise RuntimeError("sampler exploded")
+    repo.create_simulation(sim)
+    repo.mark_running(sim.simulation_id)
+    repo.fail_simulation(sim.simulation_id, RuntimeError("sampler exploded"), execution_time_ms=12)
     failed = repo.get_simulation(sim.simulation_id)
     assert failed.simulation_status is SimulationStatus.FAILED
     assert failed.error_message == "RuntimeError: sampler exploded"
-    assert failed.execution_time_ms is not None and failed.execution_time_ms >= 0
+    assert failed.execution_time_ms == 12
     assert failed.simulated_ate is None and failed.recommendation is None
     assert repo.list_simulations(status="completed").total == 0
-
-
-def test_simulation_run_without_complete_is_marked_failed(repo: TwinRepository) -> None:
-    model = repo.register_model(make_model())
-    sim = make_sim(model)
-    with pytest.raises(InvalidStateError, match="without complete"), repo.simulation_run(sim):
-        pass
-    assert repo.get_simulation(sim.simulation_id).simulation_status is SimulationStatus.FAILED
 
 
 def test_error_inside_the_completing_write_leaves_no_completed_row(repo: TwinRepository) -> None:
@@ -349,8 +360,8 @@ def test_error_inside_the_completing_write_leaves_no_completed_row(repo: TwinRep
     finally:
         event.remove(TwinSimulation, "after_update", explode)
     row = repo.get_simulation(sim.simulation_id)
-    assert row.simulation_status is SimulationStatus.FAILED
-    assert row.error_message == "OSError: disk full"
+    assert row.simulation_status is SimulationStatus.RUNNING
+    assert row.completed_at is None and row.error_message is None
     assert row.simulated_ate is None and row.ate_draws is None and row.recommendation is None
 
 
@@ -359,7 +370,7 @@ CRASH_SCRIPT = textwrap.dedent(
     import os, sys, uuid
     from sqlalchemy import event
     from bayestwin.schemas import SimulationResult
-    from bayestwin.store import TwinRepository
+    from bayestwin.store.repository import TwinRepository
     from bayestwin.store.tables import TwinSimulation
     from bayestwin.vocabulary import SimulationStatus
 
@@ -375,10 +386,11 @@ CRASH_SCRIPT = textwrap.dedent(
         if target.simulation_status is SimulationStatus.COMPLETED:
             os._exit(17)  # the process dies with the completing UPDATE sent, not committed
 
-    with repo.simulation_run(sim) as run:
-        run.complete(sim.model_copy(update={
-            "simulated_ate": 0.1, "simulated_ci_lower": 0.0, "simulated_ci_upper": 0.2,
-        }))
+    repo.create_simulation(sim)
+    repo.mark_running(sim.simulation_id)
+    repo.complete_simulation(sim.model_copy(update={
+        "simulated_ate": 0.1, "simulated_ci_lower": 0.0, "simulated_ci_upper": 0.2,
+    }))
     """
 )
 
@@ -440,8 +452,7 @@ def test_concurrent_simulations_lose_nothing(repo: TwinRepository, engine: Engin
             for i in range(per_thread):
                 sim = make_sim(model, random_seed=w * 100 + i)
                 if i % 5 == 4:
-                    with pytest.raises(ValueError), repo.simulation_run(sim):
-                        raise ValueError(f"worker {w} sim {i}")
+                    run_to_failure(repo, sim, f"worker {w} sim {i}")
                 else:
                     run_to_completion(repo, sim, ate=w + i / 100)
         except BaseException as exc:
@@ -544,14 +555,15 @@ def test_record_validation_updates_the_model_score(repo: TwinRepository) -> None
     repo.record_validation(_validation(sim))  # no score: the model keeps 0.75
     assert repo.get_model(model.model_id).fidelity_score == 0.75
     assert len(repo.list_validations(sim.simulation_id)) == 2
-    with pytest.raises(AlreadyExistsError):
+    with pytest.raises(ConflictError) as err:
         repo.record_validation(stored)
+    assert err.value.code == "already_exists"
 
 
 def test_validation_needs_a_completed_simulation(repo: TwinRepository) -> None:
     model = repo.register_model(make_model())
     pending = repo.create_simulation(make_sim(model))
-    with pytest.raises(InvalidStateError, match="pending"):
+    with pytest.raises(ConflictError, match="pending"):
         repo.record_validation(_validation(pending, simulated_ate=0.1))
     with pytest.raises(NotFoundError, match="simulation"):
         repo.record_validation(_validation(pending, simulation_id=uuid.uuid4(), simulated_ate=0.1))
@@ -640,9 +652,7 @@ def test_result_cache_by_model_request_and_seed(repo: TwinRepository) -> None:
     assert repo.cached_result(v2.model_id, key, 11) is None  # other model version
     other = request.model_copy(update={"twin_count": 2000})
     assert repo.cached_result(model.model_id, request_hash(other), 11) is None
-    failed = make_sim(model, random_seed=12)
-    with pytest.raises(RuntimeError), repo.simulation_run(failed):
-        raise RuntimeError("no")
+    run_to_failure(repo, make_sim(model, random_seed=12), "no")
     assert repo.cached_result(model.model_id, key, 12) is None  # failures are not cached
 
 
@@ -659,6 +669,7 @@ def test_request_hash_is_stable_and_canonical() -> None:
             },
             "target_population": "hcp",
             "brand": "brandx",
+            "twin_count": 10_000,
             "random_seed": 1,
         }
         data.update(kw)
@@ -683,6 +694,8 @@ def test_request_hash_is_stable_and_canonical() -> None:
     assert request_hash(req(), extra={"min_effect_threshold": 0.05}) != base
     with pytest.raises(TypeError):
         request_hash("not a request")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="twin_count"):
+        request_hash(req(twin_count=None))
 
 
 def test_config_distance() -> None:
@@ -741,3 +754,21 @@ def test_in_memory_sqlite_is_shared_between_threads() -> None:
         t.start()
         t.join()
         assert repo.get_model(model.model_id) == model
+
+
+def test_how_a_result_was_served_is_not_stored(repo: TwinRepository) -> None:
+    model = repo.register_model(make_model())
+    past = run_to_completion(repo, make_sim(model))
+    sim = make_sim(model)
+    repo.create_simulation(sim)
+    repo.mark_running(sim.simulation_id)
+    served = finished(sim).model_copy(
+        update={
+            "from_cache": True,
+            "similar_simulations": repo.find_similar_simulations(sim),
+        }
+    )
+    assert served.similar_simulations[0].simulation.simulation_id == past.simulation_id
+    done = repo.complete_simulation(served)
+    assert done.from_cache is False and done.similar_simulations == []
+    assert repo.get_simulation(sim.simulation_id) == done

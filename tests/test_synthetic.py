@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from bayestwin.synthetic import (
     dose_response,
     generate_synthetic_twin_data,
     main,
+    truth_posterior,
 )
 from bayestwin.vocabulary import TwinType
 
@@ -367,6 +369,26 @@ def test_truth_refuses_unknown_intervention_type(small: SyntheticTwinData) -> No
         small.truth.ate(small.population(), "fax_blast")
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_truth_posterior_reproduces_the_truth(family: Family) -> None:
+    sd = generate_synthetic_twin_data(n_units=40, n_categorical=2, family=family, random_seed=6)
+    post = truth_posterior(sd.truth, "Fabhalta", n_draws=3)
+    units = sd.population("Fabhalta")
+    kind = sd.truth.intervention_types[0]
+    for k, s in ((None, 1.0), (kind, 1.0), (kind, 0.5)):
+        expected = sd.truth.expected_outcome(units, k, s)
+        np.testing.assert_allclose(post.expected_outcome(units, k, s), np.tile(expected, (3, 1)))
+
+
+def test_truth_posterior_spreads_only_the_effects(small: SyntheticTwinData) -> None:
+    post = truth_posterior(small.truth, "Remibrutinib", n_draws=400, effect_sd=0.2, random_seed=1)
+    bt = small.truth.brands["Remibrutinib"]
+    np.testing.assert_array_equal(post.intercept, np.tile(bt.intercept, (400, 1)))
+    assert post.tau.std(axis=0) == pytest.approx(np.full(bt.tau.shape, 0.2), rel=0.2)
+    with pytest.raises(TypeError, match="GroundTruth"):
+        truth_posterior(object(), "Remibrutinib")  # type: ignore[arg-type]
+
+
 # -- the demo ----------------------------------------------------------------------------------
 
 
@@ -376,3 +398,11 @@ def test_demo_prints_true_effects(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Synthetic hcp history" in out
     for word in ("true_ate", "experiment_ate", "email_campaign", "Remibrutinib", "Fabhalta"):
         assert word in out
+
+
+def test_module_runs_as_a_script(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.argv", ["bayestwin.synthetic", "--n-units", "30", "--n-per-arm", "50"])
+    runpy.run_module("bayestwin.synthetic", run_name="__main__")
+    assert "Synthetic hcp history: 240 rows, 60 units" in capsys.readouterr().out

@@ -8,13 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_service import BRAND, make_settings, truth_model
+from helpers import BRAND, make_settings, truth_model
 
 from bayestwin import tools
-from bayestwin.settings import load_agent_config
-from bayestwin.engine.fidelity import outcome_from_frame
+from bayestwin.core.outcomes import outcome_from_frame
+from bayestwin.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFitError,
+    NotFoundError,
+    UnavailableError,
+)
 from bayestwin.schemas import FidelityResult, SimulationResult
 from bayestwin.service import TwinService
+from bayestwin.settings import load_agent_config
 from bayestwin.synthetic import SyntheticTwinData
 from bayestwin.tools import (
     ToolError,
@@ -80,7 +87,7 @@ def test_schemas_carry_the_agent_config(schemas: dict[str, dict[str, Any]]) -> N
         for pname, param in spec.parameters.items():
             assert params["properties"][pname]["description"] == param.description
     sim = schemas["simulate_intervention"]["parameters"]["properties"]
-    assert sim["twin_count"]["default"] == 10000
+    assert sim["twin_count"]["default"] is None  # the service fills in default_twin_count
     assert sim["confidence_level"]["default"] == 0.95
 
 
@@ -139,6 +146,16 @@ def test_simulate_persists_and_returns_a_lean_result(
     assert result.ate_draws is None and result.twin_unit_ids is None  # kept out of the agent
     stored = service.get_simulation(result.simulation_id, include_draws=True)
     assert stored.ate_draws is not None and stored.simulated_ate == result.simulated_ate
+
+
+def test_twin_count_defaults_to_the_setting(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, default_twin_count=1234)
+    with TwinService(settings, registry=None) as service:
+        service.register(truth_model("hcp")[1])
+        args = {k: v for k, v in GOOD.items() if k != "twin_count"}
+        result = simulate_intervention(**args, service=service)
+    assert isinstance(result, SimulationResult), result
+    assert result.twin_count == 1234
 
 
 def test_no_active_model_is_a_structured_error(
@@ -221,6 +238,26 @@ def test_validate_errors_name_the_field(
     assert isinstance(result, ToolError), result
     assert result.error.type == kind
     assert result.error.field == field
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (NotFoundError("no model", code="no_active_model", field="brand"), "no_active_model"),
+        (NotFoundError("no result", code="experiment_not_found"), "experiment_not_found"),
+        (NotFoundError("simulation x not found", code="not_found"), "not_found"),
+        (ConflictError("unfinished", code="invalid_state"), "invalid_state"),
+        (ConflictError("exists", code="already_exists"), "invalid_state"),
+        (NotFitError("failed its diagnostics", code="model_not_usable"), "model_not_usable"),
+        (UnavailableError("too slow", code="timeout"), "timeout"),
+        (UnavailableError("old format", code="model_version"), "simulation_failed"),
+        (InvalidInputError("bad", field="brand", code="no_active_model"), "invalid_input"),
+        (RuntimeError("boom"), "simulation_failed"),
+    ],
+)
+def test_error_types_follow_the_code_then_the_kind(error: Exception, kind: str) -> None:
+    detail = tools.to_error(error).error
+    assert detail.type == kind and detail.message == str(error)
 
 
 # -- LangChain wrappers and the default service ------------------------------------------

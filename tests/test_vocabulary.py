@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bayestwin.settings import config_file
+from bayestwin.resources import resource_path
 from bayestwin.vocabulary import (
     VOCABULARY,
     FidelityGrade,
@@ -61,19 +61,10 @@ def test_vocabulary_mapping_covers_every_yaml_list(vocabulary_yaml: dict) -> Non
 
 
 @pytest.mark.parametrize("enum", list(VOCABULARY.values()), ids=list(VOCABULARY))
-def test_members_are_strings_equal_to_their_values(enum: type[StrEnum]) -> None:
-    for member in enum:
-        assert member == member.value
-        assert str(member) == member.value
-        assert enum(member.value) is member
-        assert member.name == member.value.upper()
-
-
-def test_unknown_value_is_refused() -> None:
-    with pytest.raises(ValueError, match="'doctor'"):
-        TwinType("doctor")
+def test_member_names_are_their_values_in_capitals(enum: type[StrEnum]) -> None:
+    assert [member.name for member in enum] == [member.value.upper() for member in enum]
 
 
 def test_shipped_vocabulary_file_is_found() -> None:
-    data = yaml.safe_load(config_file("domain_vocabulary.yaml").read_text())
+    data = yaml.safe_load(resource_path("config", "domain_vocabulary.yaml").read_text())
     assert [t.value for t in TwinType] == data["twin_types"]

@@ -34,7 +34,7 @@ The rules, in one place
 target; the acceptance numbers use one interval per world (independent across worlds).
 Tables "over all types" pool every (world, type) pair (dependent within a world).
 
-**Relative error** is fidelity's rule (:func:`bayestwin.engine.fidelity.prediction_error`)::
+**Relative error** is fidelity's rule (:func:`bayestwin.core.grading.prediction_error`)::
 
     |estimate - true ATE| / max(|true ATE|, min_effect_threshold * |true control mean|)
 
@@ -81,55 +81,58 @@ complete-pooling GLM, the naive difference in means and, when econml is installe
 EconML's ``LinearDML``, each on the same history and twins; their intervals are normal.
 
 Layout: :mod:`~bayestwin.calibration.stats` (interval hits, Wilson coverage, SBC ranks;
-NumPy and SciPy only), :mod:`~bayestwin.calibration.baselines`,
-:mod:`~bayestwin.calibration.worlds` (configurations, one world, many in parallel) and
-:mod:`~bayestwin.calibration.report` (summary, markdown, JSON, plots). Run the whole
-thing with ``python -m benchmarks.calibration`` (``nox -s calibration``).
+NumPy and SciPy only), :mod:`~bayestwin.calibration.baselines` (with their GLM,
+:mod:`~bayestwin.calibration.glm`),
+:mod:`~bayestwin.calibration.worlds` (the world configurations and the run's settings),
+:mod:`~bayestwin.calibration.run` (one world, many in parallel),
+:mod:`~bayestwin.calibration.records` (the records of one world),
+:mod:`~bayestwin.calibration.summary`, :mod:`~bayestwin.calibration.markdown`,
+:mod:`~bayestwin.calibration.plots` and :mod:`~bayestwin.calibration.report` (JSON, CSVs
+and everything on disk). Run the whole thing with ``python -m benchmarks.calibration``
+(``nox -s calibration``).
+
+Import rule: this package sits above the engine, the model and the core (it fits,
+simulates and compares with :mod:`bayestwin.synthetic`) and reads the settings' default
+thresholds; nothing below imports it, and it imports no store, service or face.
 """
 
 from __future__ import annotations
 
 from bayestwin.calibration.baselines import (
     BaselineEstimate,
-    GlmFit,
     UnitData,
     complete_pooling_glm,
-    fit_glm,
     linear_dml,
     naive_difference,
     no_pooling_glm,
     unit_data,
 )
-from bayestwin.calibration.report import (
-    COVERAGE_TARGETS,
-    MEDIAN_ERROR_TARGET,
-    METHODS,
-    read_run,
-    summarize,
-    to_markdown,
-    write_plots,
-    write_report,
-)
+from bayestwin.calibration.glm import GlmFit, fit_glm
+from bayestwin.calibration.markdown import to_markdown
+from bayestwin.calibration.plots import write_plots
+from bayestwin.calibration.report import read_run, write_report
+from bayestwin.calibration.run import CalibrationRun, run_calibration, run_world
 from bayestwin.calibration.stats import (
-    COVERAGE_LEVELS,
     coverage_summary,
     interval_hits,
     normal_hits,
     rank_uniformity,
     sbc_rank,
 )
+from bayestwin.calibration.summary import (
+    COVERAGE_TARGETS,
+    MEDIAN_ERROR_TARGET,
+    METHODS,
+    summarize,
+)
 from bayestwin.calibration.worlds import (
-    CalibrationRun,
     RunSettings,
     WorldConfig,
     draw_world_configs,
     prior_effects,
-    run_calibration,
-    run_world,
 )
 
 __all__ = [
-    "COVERAGE_LEVELS",
     "COVERAGE_TARGETS",
     "MEDIAN_ERROR_TARGET",
     "METHODS",

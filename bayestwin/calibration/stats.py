@@ -1,7 +1,7 @@
 """Small statistics of the calibration report: interval hits, coverage, SBC ranks.
 
-Pure NumPy and SciPy (plus :func:`bayestwin.engine.fidelity.wilson_interval`): arrays in,
-numbers out.
+Pure NumPy and SciPy (plus :func:`bayestwin.core.calibration.wilson_interval`): arrays in,
+numbers out. The levels checked are :data:`bayestwin.core.intervals.INTERVAL_LEVELS`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special, stats
+from scipy import stats
 
-from bayestwin.engine.fidelity import wilson_interval
+from bayestwin.core.calibration import wilson_interval
+from bayestwin.core.intervals import INTERVAL_LEVELS, z_two_sided
+from bayestwin.errors import InvalidInputError
 
 __all__ = [
-    "COVERAGE_LEVELS",
     "SBC_BINS",
     "SBC_DRAWS",
     "coverage_summary",
@@ -26,8 +27,6 @@ __all__ = [
     "sbc_rank",
 ]
 
-#: Nominal levels of the central intervals checked in every world.
-COVERAGE_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.95)
 #: Thinned posterior draws per SBC rank (ranks take L + 1 = 100 values).
 SBC_DRAWS = 99
 #: Bins of the SBC chi-square test.
@@ -35,7 +34,7 @@ SBC_BINS = 10
 
 
 def interval_hits(
-    draws: ArrayLike, truth: float, levels: Sequence[float] = COVERAGE_LEVELS
+    draws: ArrayLike, truth: float, levels: Sequence[float] = INTERVAL_LEVELS
 ) -> dict[float, bool]:
     """Whether ``truth`` lies in the central equal-tailed interval of ``draws``.
 
@@ -58,19 +57,19 @@ def interval_hits(
     out = {}
     for level in levels:
         if not 0.0 < level < 1.0:
-            raise ValueError(f"levels must be in (0, 1), got {level}")
+            raise InvalidInputError(f"levels must be in (0, 1), got {level}", field="levels")
         lo, hi = np.quantile(arr, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
         out[float(level)] = bool(lo <= truth <= hi)
     return out
 
 
 def normal_hits(
-    estimate: float, se: float, truth: float, levels: Sequence[float] = COVERAGE_LEVELS
+    estimate: float, se: float, truth: float, levels: Sequence[float] = INTERVAL_LEVELS
 ) -> dict[float, bool]:
     """Whether ``truth`` lies in ``estimate +- z_level * se`` at each level."""
     out = {}
     for level in levels:
-        z = float(special.ndtri(0.5 + level / 2.0))
+        z = z_two_sided(level)
         out[float(level)] = bool(abs(truth - estimate) <= z * se)
     return out
 
@@ -119,9 +118,9 @@ def sbc_rank(draws: ArrayLike, truth: float, n_thin: int = SBC_DRAWS) -> int:
     """
     arr = np.asarray(draws, dtype=float).ravel()
     if arr.size == 0:
-        raise ValueError("draws is empty")
+        raise InvalidInputError("draws is empty", field="draws")
     if n_thin < 1:
-        raise ValueError(f"n_thin must be >= 1, got {n_thin}")
+        raise InvalidInputError(f"n_thin must be >= 1, got {n_thin}", field="n_thin")
     keep = arr[np.linspace(0, arr.size - 1, min(n_thin, arr.size)).round().astype(int)]
     return int(np.sum(keep < truth))
 
@@ -149,9 +148,11 @@ def rank_uniformity(
     """
     r = np.asarray(ranks, dtype=int).ravel()
     if (n_draws + 1) % bins:
-        raise ValueError(f"n_draws + 1 = {n_draws + 1} is not a multiple of bins = {bins}")
+        raise InvalidInputError(
+            f"n_draws + 1 = {n_draws + 1} is not a multiple of bins = {bins}", field="bins"
+        )
     if r.size and ((r < 0).any() or (r > n_draws).any()):
-        raise ValueError(f"ranks must be in [0, {n_draws}]")
+        raise InvalidInputError(f"ranks must be in [0, {n_draws}]", field="ranks")
     counts = np.bincount(r // ((n_draws + 1) // bins), minlength=bins)
     out: dict[str, Any] = {"n": int(r.size), "bins": bins, "counts": counts.tolist()}
     if r.size == 0:

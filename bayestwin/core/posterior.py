@@ -2,8 +2,8 @@
 
 :class:`TwinPosterior` is the hand-off between fitting and everything downstream: the
 generator turns a PyMC trace into one, the simulation engine and power calculations
-read its arrays, and tests build one directly (for example from a synthetic
-:class:`~bayestwin.synthetic.GroundTruth`) without sampling anything.
+read its arrays, and tests build one directly (for example centred on a synthetic
+ground truth, :func:`bayestwin.synthetic.truth_posterior`) without sampling anything.
 
 The linear predictor for unit ``i`` under intervention ``k`` at intensity ``s``, for
 posterior draw ``d`` (DESIGN.md, "The statistics")::
@@ -251,23 +251,6 @@ class TwinPosterior:
                 f"{', '.join(self.intervention_types)}"
             ) from None
 
-    def subset(self, draws: slice | NDArray) -> TwinPosterior:
-        """A posterior with only the selected draws."""
-        disp = None if self.dispersion is None else self.dispersion[draws]
-        return TwinPosterior(
-            family=self.family,
-            encoder=self.encoder,
-            intervention_types=self.intervention_types,
-            intercept=self.intercept[draws],
-            beta=self.beta[draws],
-            tau=self.tau[draws],
-            gamma=self.gamma[draws],
-            dose_rate=self.dose_rate[draws],
-            dispersion=disp,
-            outcome_loc=self.outcome_loc,
-            outcome_scale=self.outcome_scale,
-        )
-
     def linear_predictor(
         self,
         units: pd.DataFrame,
@@ -276,7 +259,7 @@ class TwinPosterior:
     ) -> NDArray:
         """Linear predictor, shape ``(D, N)``; ``intervention_type=None`` is control.
 
-        This is the plain reference computation; :mod:`bayestwin.engine.simulation` has the
+        This is the plain reference computation; :mod:`bayestwin.core.effects` has the
         chunked, memory-bounded version used for large twin counts.
         """
         if intensity < 0:
@@ -306,69 +289,3 @@ class TwinPosterior:
         if self.family == "gaussian":
             return self.dispersion * self.outcome_scale
         return self.dispersion
-
-    @classmethod
-    def from_ground_truth(
-        cls,
-        truth: object,
-        brand: str,
-        *,
-        n_draws: int = 1000,
-        effect_sd: float = 0.0,
-        random_seed: int | None = 0,
-    ) -> TwinPosterior:
-        """A "posterior" centred on a synthetic ground truth, for tests and examples.
-
-        Every draw equals the true parameters, except the effects ``tau``, which get
-        independent normal noise of sd ``effect_sd`` per draw (0: a point mass at the
-        truth). Nothing is fitted.
-
-        Parameters
-        ----------
-        truth : GroundTruth
-            From :func:`bayestwin.synthetic.generate_synthetic_twin_data`.
-        brand : str
-            Which brand's parameters to use.
-        n_draws : int
-            Number of draws ``D``.
-        effect_sd : float
-            Spread of the ``tau`` draws around the truth.
-        random_seed : int, optional
-            Seed of that spread.
-        """
-        from bayestwin.synthetic import GroundTruth
-
-        if not isinstance(truth, GroundTruth):
-            raise TypeError("truth must be a bayestwin.synthetic.GroundTruth")
-        bt = truth.brands[brand]
-        rng = np.random.default_rng(random_seed)
-        encoder = FeatureEncoder(
-            numeric=truth.numeric_features,
-            loc=truth.numeric_loc,
-            scale=truth.numeric_scale,
-            categorical=dict(truth.categorical_features),
-            segments=truth.segments,
-        )
-        beta = np.concatenate(
-            [bt.beta, *(bt.cat_effects[c][1:] for c in truth.categorical_features)]
-        )
-        pn = len(truth.numeric_features)
-        gamma = np.zeros((len(truth.intervention_types), pn))
-        gamma[:, : truth.n_interacting] = bt.gamma
-        tau = bt.tau[None] + effect_sd * rng.standard_normal((n_draws, *bt.tau.shape))
-        disp = None
-        if truth.dispersion is not None:
-            disp = np.full(n_draws, float(truth.dispersion))
-        return cls(
-            family=truth.family,
-            encoder=encoder,
-            intervention_types=truth.intervention_types,
-            intercept=np.tile(bt.intercept, (n_draws, 1)),
-            beta=np.tile(beta, (n_draws, 1)),
-            tau=tau,
-            gamma=np.tile(gamma, (n_draws, 1, 1)),
-            dose_rate=np.full(n_draws, truth.dose_rate),
-            dispersion=disp,
-            outcome_loc=0.0,
-            outcome_scale=truth.outcome_scale,
-        )

@@ -1,8 +1,8 @@
-"""Sample size of the real two-arm test: classic power, assurance, twin covariate.
+"""Power of the real two-arm test: classic sample size, assurance, outcome variances.
 
 Pure NumPy and SciPy: array and float in, numbers out. Nothing here knows about
-models, twins or pydantic except :func:`sample_size_report`, which packs the three
-answers into a :class:`~bayestwin.schemas.SampleSizeReport`.
+models, twins or pydantic (:mod:`bayestwin.core.sample_size` packs the answers into a
+:class:`~bayestwin.schemas.SampleSizeReport`).
 
 The test is a two-sided z-test of the difference of means at level ``alpha``, with
 ``n`` units in each arm and per-arm outcome variances ``var_control`` and
@@ -29,11 +29,6 @@ plus the between-unit variance of expected outcomes, ``E[Var(Y | unit)] + Var(mu
 over posterior draws of the effect. As ``n`` grows it plateaus at the posterior
 probability that the effect has the expected sign, so a target above that probability
 is never reached.
-
-*Twin covariate adjustment* (PROCOVA-style): when the analysis of the real test adjusts
-for each unit's twin-predicted control outcome, the residual variance is
-``Var(Y) (1 - rho**2)``, with ``rho`` the correlation between prediction and outcome,
-so the classic ``n`` shrinks by the same factor.
 """
 
 from __future__ import annotations
@@ -46,22 +41,16 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
 from bayestwin.core.families import check_family
-from bayestwin.schemas import SampleSizeReport
 
 __all__ = [
     "assurance",
     "assurance_curve",
     "assurance_n",
-    "covariate_adjusted_n",
     "default_n_grid",
     "directional_power",
     "n_per_arm",
     "outcome_variance_from_moments",
-    "prognostic_rho2",
-    "sample_size_report",
     "total_outcome_variance",
-    "two_mean_n",
-    "two_proportion_n",
     "z_critical",
 ]
 
@@ -131,65 +120,6 @@ def n_per_arm(
         return None
     z = z_critical(alpha) + float(special.ndtri(power))
     return max(1, math.ceil(z * z * var / (effect * effect)))
-
-
-def two_proportion_n(
-    p_control: float, p_treated: float, *, alpha: float = 0.05, power: float = 0.8
-) -> int | None:
-    """Two-proportion sample size per arm, unpooled variances ``p (1 - p)``.
-
-    Parameters
-    ----------
-    p_control, p_treated : float
-        Success probabilities of the two arms, in [0, 1].
-    alpha, power : float
-        Two-sided level and target power.
-
-    Returns
-    -------
-    int or None
-        See :func:`n_per_arm`; None when the proportions are equal.
-    """
-    for name, p in (("p_control", p_control), ("p_treated", p_treated)):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {p}")
-    return n_per_arm(
-        p_treated - p_control,
-        p_control * (1.0 - p_control),
-        p_treated * (1.0 - p_treated),
-        alpha=alpha,
-        power=power,
-    )
-
-
-def two_mean_n(
-    effect: float,
-    var_control: float,
-    var_treated: float | None = None,
-    *,
-    alpha: float = 0.05,
-    power: float = 0.8,
-) -> int | None:
-    """Two-mean sample size per arm (``var_treated`` defaults to ``var_control``).
-
-    Parameters
-    ----------
-    effect : float
-        Difference of means.
-    var_control : float
-        Outcome variance in the control arm.
-    var_treated : float, optional
-        Outcome variance in the treated arm.
-    alpha, power : float
-        Two-sided level and target power.
-
-    Returns
-    -------
-    int or None
-        See :func:`n_per_arm`.
-    """
-    vt = var_control if var_treated is None else var_treated
-    return n_per_arm(effect, var_control, vt, alpha=alpha, power=power)
 
 
 def directional_power(
@@ -393,28 +323,6 @@ def assurance_curve(
     return [(int(n), float(v)) for n, v in zip(ns, values, strict=True)]
 
 
-def covariate_adjusted_n(n: int | None, rho: float) -> int | None:
-    """Classic ``n`` with the variance shrunk by ``1 - rho**2`` (PROCOVA-style).
-
-    Parameters
-    ----------
-    n : int or None
-        Classic sample size per arm.
-    rho : float
-        Correlation between the twin's predicted control outcome and the outcome.
-
-    Returns
-    -------
-    int or None
-        ``ceil(n * (1 - rho**2))``, at least 1; None when ``n`` is None.
-    """
-    if not -1.0 <= rho <= 1.0:
-        raise ValueError(f"rho must be in [-1, 1], got {rho}")
-    if n is None:
-        return None
-    return max(1, math.ceil(n * (1.0 - rho * rho)))
-
-
 def outcome_variance_from_moments(
     family: str,
     mean: ArrayLike,
@@ -489,104 +397,3 @@ def total_outcome_variance(
     mean = float(np.average(mu_arr, weights=w))
     second = float(np.average(mu_arr * mu_arr, weights=w))
     return float(outcome_variance_from_moments(family, mean, second, dispersion))
-
-
-def prognostic_rho2(
-    predicted: ArrayLike, total_variance: float, weights: ArrayLike | None = None
-) -> float:
-    """Squared correlation between a twin's predicted outcome and the outcome.
-
-    Under the model ``Y = mu + noise`` with the prediction standing in for ``mu``,
-    ``rho**2 = Var(predicted) / Var(Y)`` across units.
-
-    Parameters
-    ----------
-    predicted : array_like, shape (N,)
-        Predicted control outcome of each unit (posterior mean of its expected
-        outcome).
-    total_variance : float
-        ``Var(Y)`` of one outcome in the population (see
-        :func:`outcome_variance_from_moments`).
-    weights : array_like, optional
-        Multiplicity of each unit.
-
-    Returns
-    -------
-    float
-        In [0, 1].
-    """
-    pred = np.asarray(predicted, dtype=float)
-    if total_variance <= 0 or pred.size == 0:
-        return 0.0
-    w = np.ones_like(pred) if weights is None else np.asarray(weights, dtype=float)
-    mean = np.average(pred, weights=w)
-    var = float(np.average((pred - mean) ** 2, weights=w))
-    return float(min(1.0, max(0.0, var / total_variance)))
-
-
-def _cap(n: int | None, limit: int | None) -> tuple[int | None, bool]:
-    if n is None or limit is None or n <= limit:
-        return n, False
-    return limit, True
-
-
-def sample_size_report(
-    effect_draws: ArrayLike,
-    var_control: float,
-    var_treated: float,
-    *,
-    effect: float | None = None,
-    rho: float | None = None,
-    eligible_population: int | None = None,
-    alpha: float = 0.05,
-    power: float = 0.8,
-    n_grid: Sequence[int] | None = None,
-) -> SampleSizeReport:
-    """Sample size per arm three ways: classic, assurance, twin-covariate adjusted.
-
-    Parameters
-    ----------
-    effect_draws : array_like, shape (D,)
-        Posterior draws of the effect (absolute scale).
-    var_control, var_treated : float
-        Per-arm total outcome variances.
-    effect : float, optional
-        Effect for the classic ``n``; default the posterior median.
-    rho : float, optional
-        Prognostic correlation for the adjusted ``n``; None skips it.
-    eligible_population : int, optional
-        Units eligible for the real test. A two-arm test uses ``2 n`` distinct
-        units, so every size is capped at ``eligible_population // 2`` and
-        ``capped`` is set when a cap bites.
-    alpha, power : float
-        Two-sided level and target power (and target assurance).
-    n_grid : sequence of int, optional
-        Sizes of the assurance curve; default :func:`default_n_grid` around the
-        classic ``n``.
-
-    Returns
-    -------
-    SampleSizeReport
-    """
-    draws = np.asarray(effect_draws, dtype=float).ravel()
-    eff = float(np.median(draws)) if effect is None else float(effect)
-    classic = n_per_arm(eff, var_control, var_treated, alpha=alpha, power=power)
-    assured = assurance_n(draws, var_control, var_treated, alpha=alpha, target=power)
-    adjusted = covariate_adjusted_n(classic, rho) if rho is not None else None
-    grid = default_n_grid(classic) if n_grid is None else list(n_grid)
-    curve = assurance_curve(draws, var_control, var_treated, grid, alpha=alpha)
-    limit = None if eligible_population is None else eligible_population // 2
-    classic, c1 = _cap(classic, limit)
-    assured, c2 = _cap(assured, limit)
-    adjusted, c3 = _cap(adjusted, limit)
-    return SampleSizeReport(
-        alpha=alpha,
-        power=power,
-        classic_n_per_arm=classic,
-        assurance_n_per_arm=assured,
-        assurance_curve=curve,
-        covariate_adjusted_n_per_arm=adjusted,
-        rho=None if rho is None else float(rho),
-        eligible_population=eligible_population,
-        capped=c1 or c2 or c3,
-    )

@@ -13,13 +13,10 @@ from typing import Any
 import pandas as pd
 
 from bayestwin.core.posterior import TwinPosterior
+from bayestwin.errors import NotFitError
 from bayestwin.vocabulary import TwinType
 
-__all__ = ["Diagnostics", "FittedTwinModel", "ModelNotUsableError"]
-
-
-class ModelNotUsableError(RuntimeError):
-    """The model failed its diagnostics (or is not fitted) and may not serve."""
+__all__ = ["Diagnostics", "FittedTwinModel"]
 
 
 @dataclass(frozen=True)
@@ -78,8 +75,8 @@ class FittedTwinModel:
         period: who twins are drawn from.
     diagnostics : Diagnostics
         Convergence diagnostics and the gate's verdict.
-    model_id : str
-        Hash of the spec and the package version.
+    spec_hash : str
+        Hash of the spec and the package version (not the registry's model UUID).
     spec : dict
         The model spec (JSON-ready).
     provenance : dict
@@ -95,7 +92,7 @@ class FittedTwinModel:
     posterior: TwinPosterior
     population: pd.DataFrame
     diagnostics: Diagnostics
-    model_id: str
+    spec_hash: str
     spec: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     trace: Any = None
@@ -107,13 +104,20 @@ class FittedTwinModel:
         return self.diagnostics.passed or self.override_diagnostics
 
     def require_usable(self) -> None:
-        """Raise :class:`ModelNotUsableError` unless :attr:`fit_for_use`."""
+        """Raise unless :attr:`fit_for_use`.
+
+        Raises
+        ------
+        NotFitError
+            Code ``"model_not_usable"``: the diagnostics failed and were not overridden.
+        """
         if not self.fit_for_use:
             reasons = "; ".join(self.diagnostics.reasons) or "diagnostics failed"
-            raise ModelNotUsableError(
-                f"model {self.model_id} ({self.brand}/{self.twin_type.value}) failed its "
+            raise NotFitError(
+                f"model {self.spec_hash} ({self.brand}/{self.twin_type.value}) failed its "
                 f"diagnostics and is not fit for use: {reasons}. Refit with more draws, or "
-                "pass override_diagnostics=True to use it anyway."
+                "pass override_diagnostics=True to use it anyway.",
+                code="model_not_usable",
             )
 
     @property

@@ -1,4 +1,4 @@
-"""Engines, sessions and schema upgrades for the twin tables.
+"""Engines and sessions for the twin tables.
 
 Nothing here runs at import time: engines are built by :func:`make_engine` from a URL,
 or from the settings (``database_url``, overridable with ``BAYESTWIN_DATABASE_URL``),
@@ -11,14 +11,11 @@ whose default is a SQLite file ``bayestwin.db`` in the data directory.
   writers queue on the lock instead of failing midway.
 * PostgreSQL: through psycopg 3; ``postgresql://`` URLs get the ``+psycopg`` driver.
 
-:func:`upgrade` brings a database to the current schema: on PostgreSQL it applies
-``migrations/*.sql`` in name order (each file is idempotent); on SQLite it runs
-``metadata.create_all``.
+The schema itself is brought up to date by :func:`bayestwin.store.migrations.upgrade`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -33,22 +30,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, StaticPool
 
 from bayestwin.settings import Settings, load_settings
-from bayestwin.store.tables import metadata
 
 __all__ = [
     "database_url",
     "make_engine",
-    "migration_files",
     "session_factory",
     "temporary_database",
-    "upgrade",
 ]
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 """Seconds a SQLite connection waits for a lock before it gives up."""
-
-# Serialises concurrent upgrades of one PostgreSQL database (any constant works).
-_UPGRADE_LOCK_KEY = 0x62617965_73747769  # "bayestwi"
 
 
 def database_url(settings: Settings | None = None) -> str:
@@ -164,86 +155,6 @@ def session_factory(
     if mode == "write" and engine.dialect.name == "sqlite":
         bind = engine.execution_options(sqlite_begin="IMMEDIATE")
     return sessionmaker(bind=bind, expire_on_commit=False)
-
-
-def migration_files(directory: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Return the SQL migrations in the order they apply.
-
-    Parameters
-    ----------
-    directory : path-like, optional
-        Folder of ``*.sql`` files. Defaults to ``migrations/`` of the source tree, else
-        the copy packaged as ``bayestwin/_migrations``.
-
-    Returns
-    -------
-    list of Path
-        ``*.sql`` files sorted by name.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the folder does not exist or holds no ``*.sql`` file.
-    """
-    if directory is not None:
-        folder = Path(directory)
-    else:
-        package = Path(__file__).resolve().parent.parent
-        folder = package.parent / "migrations"
-        if not folder.is_dir():
-            folder = package / "_migrations"
-    files = sorted(folder.glob("*.sql")) if folder.is_dir() else []
-    if not files:
-        raise FileNotFoundError(f"no SQL migrations (*.sql) found in {folder}")
-    return files
-
-
-def upgrade(
-    url: str | URL | Engine | None = None,
-    *,
-    migrations_dir: str | os.PathLike[str] | None = None,
-) -> list[str]:
-    """Bring a database to the current twin schema; safe to run again.
-
-    Parameters
-    ----------
-    url : str, URL or Engine, optional
-        Database to upgrade. Defaults to :func:`database_url`.
-    migrations_dir : path-like, optional
-        Folder of SQL migrations for PostgreSQL (see :func:`migration_files`).
-
-    Returns
-    -------
-    list of str
-        What was applied: the migration file names on PostgreSQL, ``["create_all"]``
-        on SQLite.
-
-    Raises
-    ------
-    ValueError
-        If the backend is neither SQLite nor PostgreSQL.
-    """
-    engine = url if isinstance(url, Engine) else make_engine(url)
-    try:
-        backend = engine.dialect.name
-        if backend == "sqlite":
-            metadata.create_all(engine)
-            return ["create_all"]
-        if backend != "postgresql":
-            raise ValueError(f"cannot upgrade a {backend!r} database: use SQLite or PostgreSQL")
-        files = migration_files(migrations_dir)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_UPGRADE_LOCK_KEY})")
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            for path in files:
-                # psycopg sends a statement without parameters as a simple query, so one
-                # call runs the whole file, DO blocks included.
-                raw.execute(path.read_text(encoding="utf-8"))
-        return [path.name for path in files]
-    finally:
-        if engine is not url:
-            engine.dispose()
 
 
 @contextmanager

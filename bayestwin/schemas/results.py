@@ -1,8 +1,4 @@
-"""Pydantic schemas at the edges: requests, results and model info.
-
-These are the objects that cross a boundary (an agent tool, the REST API, the database,
-a JSON file). They round-trip through JSON and export JSON Schema
-(``Model.model_json_schema()``), which agents use to validate tool calls.
+"""Results: what bayestwin answers (a simulation, a fidelity check) and their parts.
 
 Which number is which (the output contract):
 
@@ -14,128 +10,41 @@ Which number is which (the output contract):
 * The *predictive* distribution of an experiment's *observed* ATE adds the real test's
   sampling noise at its arm sizes; it is computed at validation time by
   :mod:`bayestwin.engine.fidelity` from ``ate_draws`` and is never stored as the CI.
+
+The heavy fields of a simulation (:data:`HEAVY_FIELDS`: the ATE draws and the twin ->
+unit links) are kept in the store and left out of what the faces show;
+:meth:`SimulationResult.lean` is the one way to leave them out.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from datetime import datetime
+from typing import Literal, Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, model_validator
 
+from bayestwin.schemas._base import Schema, utcnow
+from bayestwin.schemas.requests import InterventionConfig
 from bayestwin.vocabulary import FidelityGrade, Recommendation, SimulationStatus, TwinType
 
 __all__ = [
+    "HEAVY_FIELDS",
     "DosePoint",
     "EffectPrior",
-    "ExperimentOutcome",
     "FidelityResult",
-    "InterventionConfig",
-    "NumericRange",
     "SampleSizeReport",
     "SegmentEffect",
-    "SimulateInterventionRequest",
+    "SimilarSimulation",
     "SimulationResult",
-    "TwinModelInfo",
-    "ValidateFidelityRequest",
-    "utcnow",
 ]
 
-
-def utcnow() -> datetime:
-    """Return the current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
+HEAVY_FIELDS: tuple[str, ...] = ("ate_draws", "twin_unit_ids")
+"""Fields of :class:`SimulationResult` too large to show: kept in the store only."""
 
 
-class _Schema(BaseModel):
-    # JSON has no NaN or infinity: refusing them keeps every schema round-trippable.
-    model_config = ConfigDict(extra="forbid", from_attributes=True, allow_inf_nan=False)
-
-
-class NumericRange(_Schema):
-    """Inclusive numeric range filter on a feature column."""
-
-    min: float | None = Field(None, description="Lower bound (inclusive); None for open.")
-    max: float | None = Field(None, description="Upper bound (inclusive); None for open.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.min is None and self.max is None:
-            raise ValueError("a numeric range needs at least one of 'min' or 'max'")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"range min ({self.min}) must be <= max ({self.max})")
-        return self
-
-
-TargetFilter = Annotated[
-    list[str | int | float] | NumericRange,
-    Field(description="Allowed values of a categorical column, or a numeric range."),
-]
-
-
-class InterventionConfig(_Schema):
-    """Parameters of an intervention and the population it targets."""
-
-    intervention_type: str | None = Field(
-        None,
-        description="Intervention type; optional here when given beside the config.",
-    )
-    intensity: float = Field(
-        1.0, ge=0.0, description="Dose of the intervention (>= 0; 0 means untreated)."
-    )
-    duration_weeks: int | None = Field(
-        None, gt=0, description="Planned duration of the intervention, in weeks."
-    )
-    target: dict[str, TargetFilter] = Field(
-        default_factory=dict,
-        description=(
-            "Target filters by column: a list of allowed values (categorical) or "
-            "{'min': ..., 'max': ...} (numeric). Empty: the whole population."
-        ),
-    )
-
-    @field_validator("target")
-    @classmethod
-    def _non_empty_lists(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for column, flt in value.items():
-            if isinstance(flt, list) and not flt:
-                raise ValueError(f"target filter for column {column!r} is an empty list")
-        return value
-
-
-class SimulateInterventionRequest(_Schema):
-    """Input of the ``simulate_intervention`` tool (spec 6.1)."""
-
-    intervention_type: str = Field(
-        ..., min_length=1, description='e.g. "email_campaign", "call_frequency".'
-    )
-    intervention_config: InterventionConfig = Field(default_factory=InterventionConfig)
-    target_population: TwinType = Field(..., description='"hcp", "patient" or "territory".')
-    brand: str = Field(..., min_length=1, description="Brand whose model is used.")
-    twin_count: int = Field(10_000, gt=0, description="Number of twins to simulate.")
-    confidence_level: float = Field(0.95, gt=0.0, lt=1.0, description="CI confidence.")
-    random_seed: int | None = Field(None, ge=0, description="Seed; None draws one.")
-
-    @model_validator(mode="after")
-    def _same_type(self) -> Self:
-        inner = self.intervention_config.intervention_type
-        if inner is not None and inner != self.intervention_type:
-            raise ValueError(
-                f"intervention_config.intervention_type ({inner!r}) differs from "
-                f"intervention_type ({self.intervention_type!r})"
-            )
-        return self
-
-
-class SegmentEffect(_Schema):
+class SegmentEffect(Schema):
     """Effect of the intervention within one segment of the twins."""
 
     segment: str
@@ -147,7 +56,7 @@ class SegmentEffect(_Schema):
     prob_above_threshold: float = Field(..., ge=0.0, le=1.0)
 
 
-class DosePoint(_Schema):
+class DosePoint(Schema):
     """Effect at one intensity of a dose-response grid."""
 
     intensity: float = Field(..., ge=0.0)
@@ -158,7 +67,7 @@ class DosePoint(_Schema):
     prob_above_threshold: float = Field(..., ge=0.0, le=1.0)
 
 
-class EffectPrior(_Schema):
+class EffectPrior(Schema):
     """Compact summary of the effect that a power step can take in as its prior."""
 
     scale: Literal["absolute", "relative"] = Field(
@@ -173,7 +82,7 @@ class EffectPrior(_Schema):
     outcome_family: str | None = None
 
 
-class SampleSizeReport(_Schema):
+class SampleSizeReport(Schema):
     """Sample size per arm for the real two-arm test, three ways, side by side."""
 
     alpha: float = Field(..., gt=0.0, lt=1.0)
@@ -195,7 +104,7 @@ class SampleSizeReport(_Schema):
     capped: bool = Field(False, description="True when a size was capped at eligibility.")
 
 
-class SimulationResult(_Schema):
+class SimulationResult(Schema):
     """Result of one simulation: spec 6.1 and every column of ``twin_simulations``."""
 
     simulation_id: uuid.UUID = Field(default_factory=uuid.uuid4)
@@ -252,6 +161,37 @@ class SimulationResult(_Schema):
         None, description="Source unit id of every twin (the twin -> unit links)."
     )
 
+    # -- memory ---------------------------------------------------------------------
+    from_cache: bool = Field(
+        False,
+        description=(
+            "True when the result is a stored one, served again for an identical request "
+            "(same model, intervention config, twin count, confidence level and seed)."
+        ),
+    )
+    similar_simulations: list[SimilarSimulation] = Field(
+        default_factory=list,
+        description=(
+            "The most similar past simulations of the same brand and intervention type, "
+            "nearest first, each with its validation (the real outcome) when it has one."
+        ),
+    )
+
+    def lean(self) -> SimulationResult:
+        """Return a copy without the heavy fields (:data:`HEAVY_FIELDS` set to None).
+
+        The similar simulations it lists are made lean too.
+
+        Returns
+        -------
+        SimulationResult
+            The copy; this result is left as it is.
+        """
+        update: dict[str, object] = dict.fromkeys(HEAVY_FIELDS)
+        if self.similar_simulations:
+            update["similar_simulations"] = [s.lean() for s in self.similar_simulations]
+        return self.model_copy(update=update)
+
     @property
     def confidence_interval(self) -> tuple[float | None, float | None]:
         """The spec's ``confidence_interval``: (lower, upper)."""
@@ -271,45 +211,24 @@ class SimulationResult(_Schema):
         return self
 
 
-class ExperimentOutcome(_Schema):
-    """Summary of a real experiment's result, for fidelity validation.
+class SimilarSimulation(Schema):
+    """A past simulation and its distance to a request (episodic memory)."""
 
-    Give ``actual_ate`` with either ``actual_se`` or a CI (``ci_lower``, ``ci_upper``
-    and ``ci_level``), and the arm sizes.
-    """
+    model_config = ConfigDict(frozen=True)
 
-    actual_experiment_id: str | None = None
-    actual_ate: float
-    actual_se: float | None = Field(None, gt=0.0)
-    ci_lower: float | None = None
-    ci_upper: float | None = None
-    ci_level: float = Field(0.95, gt=0.0, lt=1.0)
-    n_treatment: int = Field(..., gt=0)
-    n_control: int = Field(..., gt=0)
-    control_mean: float | None = None
-    completed_at: datetime | None = None
-
-    @model_validator(mode="after")
-    def _has_uncertainty(self) -> Self:
-        if self.actual_se is None and (self.ci_lower is None or self.ci_upper is None):
-            raise ValueError("give actual_se, or both ci_lower and ci_upper")
-        lo, hi = self.ci_lower, self.ci_upper
-        if lo is not None and hi is not None and lo > hi:
-            raise ValueError(f"ci_lower ({lo}) must be <= ci_upper ({hi})")
-        return self
-
-
-class ValidateFidelityRequest(_Schema):
-    """Input of the ``validate_twin_fidelity`` tool (spec 6.2)."""
-
-    simulation_id: uuid.UUID
-    actual_experiment_id: str = Field(..., min_length=1)
-    outcome: ExperimentOutcome | None = Field(
-        None, description="The real result; when omitted it is looked up by experiment id."
+    simulation: SimulationResult
+    distance: float = Field(..., ge=0.0, description="config_distance to the request.")
+    validation: FidelityResult | None = Field(
+        None,
+        description="The simulation's check against its real experiment, when validated.",
     )
 
+    def lean(self) -> SimilarSimulation:
+        """Return a copy whose simulation is :meth:`SimulationResult.lean`."""
+        return self.model_copy(update={"simulation": self.simulation.lean()})
 
-class FidelityResult(_Schema):
+
+class FidelityResult(Schema):
     """Comparison of one simulation with its real experiment (``twin_fidelity_tracking``)."""
 
     tracking_id: uuid.UUID = Field(default_factory=uuid.uuid4)
@@ -331,25 +250,3 @@ class FidelityResult(_Schema):
     created_at: datetime = Field(default_factory=utcnow)
     model_fidelity_score: float | None = Field(None, ge=0.0, le=1.0)
     fidelity_warning: bool = False
-
-
-class TwinModelInfo(_Schema):
-    """A fitted twin model as ``digital_twin_models`` stores it."""
-
-    model_id: uuid.UUID
-    model_name: str
-    twin_type: TwinType
-    model_version: str
-    mlflow_run_id: str | None = None
-    training_config: dict[str, Any] = Field(default_factory=dict)
-    feature_columns: list[str] = Field(default_factory=list)
-    target_columns: list[str] = Field(default_factory=list)
-    performance_metrics: dict[str, Any] = Field(default_factory=dict)
-    fidelity_score: float | None = Field(None, ge=0.0, le=1.0)
-    is_active: bool = False
-    brand: str
-    fit_for_use: bool = True
-    diagnostics_reason: str | None = None
-    artifact_uri: str | None = None
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,378 @@
+"""Run the worlds: one world (history, fit, simulations, baselines, records), many in parallel.
+
+In each world (:func:`run_world`): draw the history, fit the twin model, simulate every
+intervention type at the run's intensity on twins drawn from the brand's population,
+compute the true ATE of *those same twins* from the ground truth (overall and per
+segment), and estimate the same ATEs with the baselines. The records are plain dicts,
+so worlds can run in other processes (:func:`run_calibration`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from bayestwin.calibration.baselines import (
+    UnitData,
+    complete_pooling_glm,
+    linear_dml,
+    naive_difference,
+    no_pooling_glm,
+    unit_data,
+)
+from bayestwin.calibration.records import Baselines, WorldSample, effect_record, segment_records
+from bayestwin.calibration.worlds import RunSettings, WorldConfig
+from bayestwin.settings import Settings
+from bayestwin.synthetic import SyntheticTwinData
+
+if TYPE_CHECKING:
+    from bayestwin.model.fitted import FittedTwinModel
+    from bayestwin.schemas import SimulationResult
+
+__all__ = ["CalibrationRun", "run_calibration", "run_world"]
+
+#: The one brand of every world's history.
+BRAND = "Calibra"
+
+
+def run_world(config: WorldConfig, run: RunSettings | None = None) -> dict[str, Any]:
+    """Fit, simulate and compare one world with its ground truth and the baselines.
+
+    Parameters
+    ----------
+    config : WorldConfig
+        The world.
+    run : RunSettings, optional
+        Sampler and simulation settings.
+
+    Returns
+    -------
+    dict
+        ``world`` (the config and fit facts), ``effects`` (one record per
+        intervention type) and ``segments`` (one record per type and segment with
+        twins). A world that fails records ``error`` and empty lists.
+    """
+    run = run if run is not None else RunSettings()
+    t0 = time.perf_counter()
+    world: dict[str, Any] = {
+        **asdict(config),
+        "confounded": config.confounded,
+        "assignment": config.assignment,
+    }
+    try:
+        effects, segments = _run_world(config, run, world)
+    except Exception as exc:  # noqa: BLE001 - one failed world must not stop the run
+        world.update(error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0)
+        return {"world": world, "effects": [], "segments": []}
+    world.update(error=None, seconds=time.perf_counter() - t0)
+    return {"world": world, "effects": effects, "segments": segments}
+
+
+def _draw_history(config: WorldConfig) -> SyntheticTwinData:
+    from bayestwin.synthetic import generate_synthetic_twin_data
+
+    return generate_synthetic_twin_data(
+        config.twin_type,
+        n_units=config.n_units,
+        n_periods=config.n_periods,
+        brands=(BRAND,),
+        n_segments=config.n_segments,
+        n_numeric=config.n_numeric,
+        n_categorical=1,
+        n_intervention_types=config.n_intervention_types,
+        family=config.family,  # type: ignore[arg-type]
+        effect_means=list(config.effect_means),
+        effect_segment_sd=config.effect_segment_sd,
+        interaction_sd=config.interaction_sd,
+        n_interacting=config.n_interacting,
+        dose_rate=config.dose_rate,
+        treated_fraction=config.treated_fraction,
+        type_weights=list(config.type_weights),
+        confounding=config.confounding,
+        segment_concentration=config.segment_concentration,
+        random_seed=config.seed,
+    )
+
+
+def _visible_features(
+    config: WorldConfig, sd: SyntheticTwinData, world: dict[str, Any]
+) -> list[str]:
+    """The numeric features every method sees (all but a hidden confounder)."""
+    numeric = list(sd.numeric_features)
+    if config.hidden_confounder:
+        # the feature that moves the baseline most is never seen by any method
+        beta = sd.truth.brands[BRAND].beta[: len(numeric)]
+        hidden = numeric.pop(int(np.argmax(np.abs(beta))))
+        world["hidden_feature"] = hidden
+        world["hidden_feature_beta"] = float(np.max(np.abs(beta)))
+    return numeric
+
+
+def _fit(
+    config: WorldConfig,
+    run: RunSettings,
+    sd: SyntheticTwinData,
+    numeric: list[str],
+    world: dict[str, Any],
+) -> FittedTwinModel:
+    """Fit the twin model on the world's history (diagnostics recorded, not enforced)."""
+    from bayestwin.model.fit import TwinGenerator
+    from bayestwin.model.spec import SamplerSettings, default_spec
+
+    spec = default_spec(
+        config.twin_type,
+        BRAND,
+        family=config.family,  # type: ignore[arg-type]
+        numeric_features=numeric,
+        categorical_features=sd.categorical_features,
+        sampler=SamplerSettings(
+            draws=run.draws,
+            tune=run.tune,
+            chains=run.chains,
+            cores=run.cores,
+            progressbar=False,
+            random_seed=config.seed,
+        ),
+    )
+    t_fit = time.perf_counter()
+    model = TwinGenerator(spec).fit(sd.data, keep_trace=False, override_diagnostics=True)
+    diag = model.diagnostics
+    world.update(
+        fit_seconds=time.perf_counter() - t_fit,
+        diagnostics_passed=diag.passed,
+        max_r_hat=diag.max_r_hat,
+        min_ess_bulk=diag.min_ess_bulk,
+        divergences=diag.divergences,
+    )
+    return model
+
+
+def _baselines(
+    data: UnitData | None,
+    family: str,
+    types: list[str],
+    run: RunSettings,
+    twins: pd.DataFrame,
+    groups: dict[str, NDArray[np.bool_]],
+    seed: int,
+) -> Baselines:
+    """Every baseline's estimates on the same history and twins (none without ``data``)."""
+    out: Baselines = {}
+    if data is None:
+        return out
+    s = run.intensity
+    out["no_pooling"] = no_pooling_glm(data, family, types, s, twins, groups)
+    out["complete_pooling"] = complete_pooling_glm(data, family, types, s, twins, groups)
+    segments = {"all": None, **{g: g.removeprefix("seg:") for g in groups if g != "all"}}
+    out["naive"] = naive_difference(data, types, s, segments)
+    dml = linear_dml(data, types, s, twins, groups, random_seed=seed)
+    if dml is not None:
+        out["linear_dml"] = dml
+    return out
+
+
+def _world_sample(
+    config: WorldConfig,
+    run: RunSettings,
+    sd: SyntheticTwinData,
+    twins: pd.DataFrame,
+    data: UnitData | None,
+    types: list[str],
+    diagnostics_passed: bool,
+    settings: Settings,
+) -> WorldSample:
+    """The truth, twins, groups and baselines every record of the world is computed from."""
+    from bayestwin.core.power import total_outcome_variance
+    from bayestwin.core.sample_size import prognostic_rho2
+
+    truth, population = sd.truth, sd.population(BRAND)
+    seg_names = sorted(twins["segment"].astype(str).unique())
+    seg_masks = {s: (twins["segment"].astype(str) == s).to_numpy() for s in seg_names}
+    groups = {"all": np.ones(len(twins), bool), **{f"seg:{s}": m for s, m in seg_masks.items()}}
+    baselines = _baselines(data, truth.family, types, run, twins, groups, config.seed)
+    natural_disp = None
+    if truth.dispersion is not None:
+        natural_disp = truth.dispersion * (truth.outcome_scale if truth.family == "gaussian" else 1)
+    mu_c = truth.expected_outcome(twins, None)
+    var_c = total_outcome_variance(truth.family, mu_c, dispersion=natural_disp)
+    return WorldSample(
+        config=config,
+        run=run,
+        truth=truth,
+        twins=twins,
+        segments=seg_names,
+        segment_masks=seg_masks,
+        treated_units=sd.data.groupby("unit_id")[
+            ["intervention_type", "intensity", "segment"]
+        ].first(),
+        segment_sizes=population["segment"].value_counts(),
+        population_size=len(population),
+        baselines=baselines,
+        var_c=var_c,
+        rho2=prognostic_rho2(mu_c, var_c),
+        natural_dispersion=natural_disp,
+        min_effect_threshold=settings.min_effect_threshold,
+        confidence_threshold=settings.confidence_threshold,
+        power_alpha=settings.power_alpha,
+        diagnostics_passed=diagnostics_passed,
+    )
+
+
+def _simulate(
+    model: FittedTwinModel, types: list[str], run: RunSettings, seed: int, settings: Settings
+) -> dict[str, SimulationResult]:
+    """Simulate every type on the same twins (one seed), at the run's intensity."""
+    from bayestwin.engine.simulation import EngineSettings, SimulationEngine
+
+    # the engine's thresholds and limits are the settings' values
+    engine = SimulationEngine(**{f.name: getattr(settings, f.name) for f in fields(EngineSettings)})
+    return {
+        kind: engine.simulate(
+            model,
+            kind,
+            {"intensity": run.intensity},
+            twin_count=run.twin_count,
+            confidence_level=0.95,
+            random_seed=seed,
+            dose_grid=(),
+        )
+        for kind in types
+    }
+
+
+def _run_world(
+    config: WorldConfig, run: RunSettings, world: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    sd = _draw_history(config)
+    numeric = _visible_features(config, sd, world)
+    model = _fit(config, run, sd, numeric, world)
+    data = unit_data(sd.data, numeric, sd.categorical_features) if run.baselines else None
+    # every type is simulated on the same twins (same seed), so that the baselines are
+    # fitted once per world and all methods average over the same units
+    known = model.posterior.intervention_types
+    types = [k for k in sd.truth.intervention_types if k in known]
+    world["types_unknown_to_model"] = len(sd.truth.intervention_types) - len(types)
+    settings = Settings()
+    sims = _simulate(model, types, run, config.seed, settings)
+    twin_ids = np.asarray(sims[types[0]].twin_unit_ids)
+    twins = sd.population(BRAND).set_index("unit_id").loc[twin_ids].reset_index()
+    passed = model.diagnostics.passed
+    ws = _world_sample(config, run, sd, twins, data, types, passed, settings)
+    effects: list[dict[str, Any]] = []
+    segments: list[dict[str, Any]] = []
+    for kind in types:
+        sim = sims[kind]
+        if not np.array_equal(np.asarray(sim.twin_unit_ids), twin_ids):
+            raise RuntimeError("simulations with one seed drew different twins")
+        effects.append(effect_record(ws, kind, sim))
+        segments.extend(segment_records(ws, kind, sim))
+    return effects, segments
+
+
+# -- many worlds ---------------------------------------------------------------------------
+@dataclass
+class CalibrationRun:
+    """Records of a calibration run.
+
+    Attributes
+    ----------
+    worlds : DataFrame
+        One row per world (config, fit facts, error).
+    effects : DataFrame
+        One row per (world, intervention type).
+    segments : DataFrame
+        One row per (world, intervention type, segment with twins).
+    settings : RunSettings
+        The run's settings.
+    wall_seconds : float
+        Wall time of the run.
+    workers : int
+        Parallel processes used.
+    meta : dict
+        Extra facts written with the report (for example the command line).
+    """
+
+    worlds: pd.DataFrame
+    effects: pd.DataFrame
+    segments: pd.DataFrame
+    settings: RunSettings
+    wall_seconds: float
+    workers: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _init_worker() -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    import logging
+
+    for name in ("pymc", "pytensor", "nutpie", "bayestwin"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+
+
+def _run_world_quiet(config: WorldConfig, run: RunSettings) -> dict[str, Any]:
+    _init_worker()
+    return run_world(config, run)
+
+
+def run_calibration(
+    configs: Sequence[WorldConfig],
+    run: RunSettings | None = None,
+    *,
+    workers: int = 1,
+    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> CalibrationRun:
+    """Run every world, in ``workers`` processes.
+
+    Parameters
+    ----------
+    configs : sequence of WorldConfig
+        The worlds (:func:`~bayestwin.calibration.worlds.draw_world_configs`).
+    run : RunSettings, optional
+        Shared settings.
+    workers : int
+        Processes; 1 runs in this process.
+    progress : callable, optional
+        Called as ``progress(done, total, world_record)`` after each world.
+
+    Returns
+    -------
+    CalibrationRun
+    """
+    run = run if run is not None else RunSettings()
+    t0 = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    if workers <= 1:
+        for cfg in configs:
+            results.append(_run_world_quiet(cfg, run))
+            if progress is not None:
+                progress(len(results), len(configs), results[-1]["world"])
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_run_world_quiet, cfg, run) for cfg in configs]
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                if progress is not None:
+                    progress(len(results), len(configs), results[-1]["world"])
+    results.sort(key=lambda r: r["world"]["world_id"])
+    return CalibrationRun(
+        worlds=pd.DataFrame([r["world"] for r in results]),
+        effects=pd.DataFrame([e for r in results for e in r["effects"]]),
+        segments=pd.DataFrame([s for r in results for s in r["segments"]]),
+        settings=run,
+        wall_seconds=time.perf_counter() - t0,
+        workers=workers,
+    )

@@ -1,0 +1,178 @@
+"""What the command prints: JSON documents and the text of single objects and lists."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+from pydantic import BaseModel
+
+from bayestwin.demo import fmt_count, fmt_number, indent, text_table
+from bayestwin.schemas import FidelityResult, SimulationResult, TwinModelInfo
+from bayestwin.vocabulary import SimulationStatus
+
+__all__ = [
+    "models_text",
+    "print_json",
+    "simulation_text",
+    "simulations_text",
+    "validation_text",
+]
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, SimulationResult):
+        return obj.lean().model_dump(mode="json")
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, list):
+        return [_jsonable(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def print_json(obj: Any, out: TextIO) -> None:
+    """Write ``obj`` as indented JSON (a simulation without its heavy fields)."""
+    out.write(json.dumps(_jsonable(obj), indent=2, default=str) + "\n")
+
+
+def simulation_text(sim: SimulationResult) -> str:
+    """A simulation: what was asked, its effect, decision, sample sizes and segments."""
+    lines = [
+        f"simulation {sim.simulation_id}  [{sim.simulation_status}]",
+        f"  {sim.brand} / {sim.twin_type.value} / {sim.intervention_type} "
+        f"(intensity {sim.intervention_config.intensity:g}), {sim.twin_count} twins, "
+        f"model {sim.model_id}",
+    ]
+    if sim.simulation_status is SimulationStatus.FAILED:
+        lines.append(f"  error: {sim.error_message}")
+        return "\n".join(lines)
+    if sim.simulated_ate is None:
+        return "\n".join(lines)
+    level = f"{sim.confidence_level:.0%}"
+    lines.append(
+        f"  ATE {sim.simulated_ate:+.4g}  ({level} CI {sim.simulated_ci_lower:+.4g} to "
+        f"{sim.simulated_ci_upper:+.4g}); control mean {fmt_number(sim.control_mean)}; "
+        f"lift {fmt_number(sim.relative_lift, '.1%', True)}"
+    )
+    if sim.prob_effect_above_threshold is not None and sim.min_effect_threshold is not None:
+        lines.append(
+            f"  P(lift > {sim.min_effect_threshold:.0%}) = {sim.prob_effect_above_threshold:.2f}"
+        )
+    lines.append(f"  recommendation: {sim.recommendation}  {sim.recommendation_rationale or ''}")
+    ss = sim.sample_size
+    if ss is not None:
+        lines.append(
+            f"  sample size per arm: classic {fmt_count(ss.classic_n_per_arm)}, assurance "
+            f"{fmt_count(ss.assurance_n_per_arm)}, covariate-adjusted "
+            f"{fmt_count(ss.covariate_adjusted_n_per_arm)} "
+            f"(eligible {fmt_count(ss.eligible_population)}" + (", capped)" if ss.capped else ")")
+        )
+    for tip in sim.refine_suggestions:
+        lines.append(f"  - {tip}")
+    if sim.fidelity_warning:
+        lines.append(f"  FIDELITY WARNING: {sim.fidelity_warning_reason}")
+    if sim.segment_effects:
+        rows = [
+            [
+                s.segment,
+                str(s.n_twins),
+                f"{s.ate:+.4g}",
+                f"{s.relative_lift:+.1%}",
+                f"{s.prob_above_threshold:.2f}",
+            ]
+            for s in sim.segment_effects
+        ]
+        lines.append(indent(text_table(rows, ["segment", "twins", "ATE", "lift", "P(>thr)"])))
+    return "\n".join(lines)
+
+
+def validation_text(val: FidelityResult) -> str:
+    """A validation: grade, simulated against real, interval hits, the model's score."""
+    lines = [
+        f"validation {val.tracking_id} of simulation {val.simulation_id} against "
+        f"experiment {val.actual_experiment_id}",
+        f"  grade {val.fidelity_grade}; simulated {val.simulated_ate:+.4g} vs real "
+        f"{fmt_number(val.actual_ate, '.4g', True)} (SE {fmt_number(val.actual_se, '.3g')}); "
+        f"error {fmt_number(val.prediction_error, '.1%')}; PIT {fmt_number(val.pit, '.3f')}",
+    ]
+    if val.in_predictive_interval:
+        hits = ", ".join(
+            f"{float(k):.0%}: {'yes' if v else 'no'}" for k, v in val.in_predictive_interval.items()
+        )
+        lines.append(f"  inside the predictive interval: {hits}")
+    score = val.model_fidelity_score
+    lines.append(
+        "  model fidelity score "
+        + (f"{score:.2f}" if score is not None else "not yet available (too few validations)")
+        + ("  WARNING: below min_fidelity_score" if val.fidelity_warning else "")
+    )
+    return "\n".join(lines)
+
+
+_MODEL_HEADER = [
+    "model_id",
+    "name",
+    "version",
+    "brand",
+    "type",
+    "active",
+    "usable",
+    "fidelity",
+    "created",
+]
+
+_SIMULATION_HEADER = [
+    "simulation_id",
+    "brand",
+    "type",
+    "intervention",
+    "status",
+    "ATE",
+    "decision",
+    "n",
+    "created",
+]
+
+
+def models_text(items: list[TwinModelInfo], total: int) -> str:
+    """A page of models as a table, with ``shown of total``."""
+    if not items:
+        return "no models"
+    rows = [
+        [
+            str(m.model_id),
+            m.model_name,
+            m.model_version,
+            m.brand,
+            m.twin_type.value,
+            "yes" if m.is_active else "",
+            "yes" if m.fit_for_use else "NO",
+            fmt_number(m.fidelity_score, ".2f"),
+            m.created_at.strftime("%Y-%m-%d %H:%M"),
+        ]
+        for m in items
+    ]
+    return text_table(rows, _MODEL_HEADER) + f"\n{len(items)} of {total}"
+
+
+def simulations_text(items: list[SimulationResult], total: int) -> str:
+    """A page of simulations as a table, with ``shown of total``."""
+    if not items:
+        return "no simulations"
+    rows = [
+        [
+            str(s.simulation_id),
+            s.brand,
+            s.twin_type.value,
+            s.intervention_type,
+            str(s.simulation_status),
+            fmt_number(s.simulated_ate, ".4g", True),
+            str(s.recommendation or ""),
+            fmt_count(s.recommended_sample_size),
+            s.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        ]
+        for s in items
+    ]
+    return text_table(rows, _SIMULATION_HEADER) + f"\n{len(items)} of {total}"

@@ -1,0 +1,420 @@
+"""The PyMC model of one (brand, twin type): design arrays, parameterisation and graph.
+
+The model is the hierarchical GLM of DESIGN.md::
+
+    eta_i = a[seg_i] + X_i . beta
+            + treated_i * g(s_i) * (tau[k_i, seg_i] + Z_i . gamma[k_i])
+
+* ``a[seg] = mu_a + sigma_a * z_a[seg]``: segment intercepts, partially pooled;
+* ``tau[k, seg] = mu_tau + sigma_type * z_type[k] + sigma_seg * z_tau[k, seg]``:
+  effects partially pooled across intervention types and across segments, so a rare
+  type borrows strength from the others;
+* ``gamma[k] = interaction_sd * z_gamma[k]``: covariate-by-treatment interactions on
+  the standardised numeric features, shrunk toward zero by a tight fixed prior scale
+  (a learned scale would add a funnel that costs far more ESS than it buys);
+* ``g(s) = (1 - exp(-rate s)) / (1 - exp(-rate))``: monotone dose-response with
+  ``g(0) = 0`` and ``g(1) = 1``, so ``tau`` is the effect at intensity 1;
+* each level of a hierarchy is non-centred, with zero-sum standardised deviations so
+  that the group means are identified on their own, unless every group in the level is
+  rich in data, when the centred form (``a[seg] ~ Normal(mu_a, sigma_a)``,
+  ``tau_type[k] ~ Normal(mu_tau, sigma_type)``,
+  ``tau[k, seg] ~ Normal(tau_type[k], sigma_seg)``) samples far better
+  (``intercept_parameterization``, ``effect_parameterization``; see
+  :func:`centred_intercepts` and :func:`centred_effects`);
+* hierarchical scales get boundary-avoiding ``Gamma(2, 2 / scale)`` priors, which keep
+  the sampler out of the funnel at zero when there are few groups.
+
+Rows that share a design (the same segment, features, intervention and intensity, for
+example one unit over many periods) are collapsed into sufficient statistics
+(:func:`bayestwin.model.history.collapse_history`): a binomial count for bernoulli
+outcomes, a Poisson (or negative binomial) total for counts, and the group mean plus the
+within-group sum of squares for gaussian outcomes. The likelihood is the same up to a
+constant; N shrinks by the number of periods. (For negative binomial outcomes the total
+is not sufficient, so rows are collapsed by design and outcome value, with the
+multiplicity as a weight.)
+
+The assumption behind every effect is conditional ignorability: given the features and
+the segment, who was treated is unrelated to the potential outcomes. The fidelity
+tracker is there to catch it when it fails.
+
+PyMC and pytensor are imported inside the functions that build the graph, so importing
+this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayestwin.core.posterior import FeatureEncoder
+from bayestwin.errors import InvalidInputError
+from bayestwin.model.history import collapse_history
+from bayestwin.model.spec import TwinModelSpec, TwinPriors
+
+__all__ = ["build_design", "build_pymc_model", "centred_effects", "centred_intercepts"]
+
+#: A level of the effect hierarchy is centred when every group's likelihood sd is below
+#: this share of the level's prior scale (see :func:`centred_effects`).
+_EFFECT_CENTRING_FACTOR = 0.1
+
+
+# -- the design arrays -------------------------------------------------------------------
+
+
+def _encoder(df: pd.DataFrame, spec: TwinModelSpec) -> FeatureEncoder:
+    """The feature encoding learned from the history (numeric moments, levels)."""
+    num = list(spec.numeric_features)
+    raw = df[num].to_numpy(dtype=float) if num else np.empty((len(df), 0))
+    loc = raw.mean(axis=0) if num else np.empty(0)
+    scale = raw.std(axis=0) if num else np.empty(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    categorical = {c: tuple(sorted(df[c].astype(str).unique())) for c in spec.categorical_features}
+    return FeatureEncoder(
+        numeric=tuple(num),
+        loc=loc,
+        scale=scale,
+        categorical=categorical,
+        segment_column=spec.segment_column,
+        segments=tuple(sorted(df[spec.segment_column].unique())),
+    )
+
+
+def build_design(df: pd.DataFrame, spec: TwinModelSpec) -> dict[str, Any]:
+    """The arrays the PyMC model is built from.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Validated history rows (:func:`bayestwin.model.history.check_history`).
+    spec : TwinModelSpec
+        What is fitted.
+
+    Returns
+    -------
+    dict
+        The ``encoder``, intervention ``types``, the likelihood rows' design (``x``,
+        ``z``, ``seg``, ``k``, ``treated``, ``intensity``) and statistics (``total``,
+        ``count``, ``sumsq``), the gaussian outcome scaling, the intercept ``center``,
+        the parameterisation choices and ``n_rows``.
+
+    Raises
+    ------
+    InvalidInputError
+        Code ``"invalid_history"`` when no row is treated.
+    """
+    encoder = _encoder(df, spec)
+    itype = df[spec.intervention_column].to_numpy()
+    types = tuple(sorted(set(itype) - {""}))
+    if not types:
+        raise InvalidInputError(
+            f"no treated rows for brand {spec.brand!r}: the history needs at least one "
+            f"row with a named {spec.intervention_column} and intensity > 0",
+            code="invalid_history",
+            field=spec.intervention_column,
+        )
+    if spec.collapse:
+        design, total, count, sumsq = collapse_history(df, spec)
+    else:
+        design = df
+        total = df[spec.outcome].astype(float)
+        count = pd.Series(np.ones(len(df)))
+        sumsq = pd.Series(np.zeros(len(df)))
+    x, z, seg = encoder.encode(design)
+    d_itype = design[spec.intervention_column].to_numpy()
+    treated = d_itype != ""
+    k_idx = np.zeros(len(design), dtype=np.int64)
+    k_idx[treated] = [types.index(t) for t in d_itype[treated]]
+    y_all = df[spec.outcome].to_numpy(dtype=float)
+    outcome_loc, outcome_scale = 0.0, 1.0
+    if spec.family == "gaussian":
+        outcome_loc = float(y_all.mean())
+        outcome_scale = float(y_all.std()) or 1.0
+    return {
+        "encoder": encoder,
+        "types": types,
+        "x": x,
+        "z": z,
+        "seg": seg,
+        "k": k_idx,
+        "treated": treated.astype(float),
+        "intensity": design[spec.intensity_column].to_numpy(dtype=float),
+        "total": total.to_numpy(dtype=float),
+        "count": count.to_numpy(dtype=float),
+        "sumsq": sumsq.to_numpy(dtype=float),
+        "outcome_loc": outcome_loc,
+        "outcome_scale": outcome_scale,
+        "center": _link_of_mean(spec.family, float(y_all.mean())),
+        "centred_intercepts": centred_intercepts(df, spec),
+        "centred_effects": centred_effects(df, spec, types),
+        "n_rows": len(df),
+    }
+
+
+def _link_of_mean(family: str, ybar: float) -> float:
+    if family == "bernoulli":
+        p = min(max(ybar, 1e-3), 1 - 1e-3)
+        return float(np.log(p / (1 - p)))
+    if family in ("poisson", "neg_binomial"):
+        return float(np.log(max(ybar, 1e-3)))
+    return 0.0
+
+
+# -- centred or non-centred --------------------------------------------------------------
+
+
+def _pinned_down(n_rows: float, weight: float, scale: float) -> bool:
+    """Whether ``n_rows`` rows of Fisher weight ``weight`` give a likelihood sd under ``scale``."""
+    return bool(1.0 / np.sqrt(max(float(n_rows) * weight, 1e-12)) < scale)
+
+
+def _family_weight(df: pd.DataFrame, spec: TwinModelSpec) -> float:
+    """Fisher weight of one row at the mean outcome, on the link scale."""
+    ybar = float(df[spec.outcome].to_numpy(dtype=float).mean())
+    return {
+        "bernoulli": ybar * (1 - ybar),
+        "poisson": ybar,
+        "neg_binomial": ybar,
+    }.get(spec.family, 1.0)
+
+
+def centred_intercepts(df: pd.DataFrame, spec: TwinModelSpec) -> bool:
+    """Whether to centre the segment intercepts.
+
+    A centred hierarchy samples well when the data pin every segment's intercept down
+    far more tightly than the prior spreads them; a non-centred one when they do not
+    (Betancourt and Girolami, 2015). ``"auto"`` compares the approximate likelihood sd
+    of each segment's intercept, ``1 / sqrt(n_s * w)`` with ``w`` the family's weight at
+    the mean outcome (``p (1 - p)`` for bernoulli, the mean for counts, 1 for the
+    standardised gaussian), with half the prior scale of the segment deviations, and
+    centres only when every segment is below it.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Validated history rows.
+    spec : TwinModelSpec
+        Its ``intercept_parameterization`` decides unless it is ``"auto"``.
+
+    Returns
+    -------
+    bool
+        True for the centred form.
+    """
+    choice = spec.intercept_parameterization
+    if choice != "auto":
+        return choice == "centred"
+    n_min = df.groupby(spec.segment_column).size().min()
+    return _pinned_down(n_min, _family_weight(df, spec), 0.5 * spec.priors.segment_sd)
+
+
+def centred_effects(
+    df: pd.DataFrame, spec: TwinModelSpec, types: tuple[str, ...]
+) -> tuple[bool, bool]:
+    """Whether to centre the type means and the type x segment effects.
+
+    When the data pin every effect of a level down, a non-centred level leaves a funnel
+    between its scale and its standardised deviations (divergences, poor r_hat); when
+    some group is sparse, the centred form has the funnel instead. The rule of
+    :func:`centred_intercepts`, level by level, made stricter: a level is centred when
+    the approximate likelihood sd of every group's effect, ``1 / sqrt(n w)`` with ``n``
+    the treated rows of the group and ``w`` the family's weight, is below a tenth of the
+    prior scale of that level (``effect_type_sd`` for the type means,
+    ``effect_segment_sd`` for the effects per segment). Effects often vary far less
+    across groups than the prior scale allows, and a centred level whose true scale is
+    small has its own funnel: half the prior scale centred too eagerly (divergences on
+    data sets where the non-centred form had none). A level with a single group has no
+    deviations and stays as it is.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Validated history rows.
+    spec : TwinModelSpec
+        Its ``effect_parameterization`` decides unless it is ``"auto"``.
+    types : tuple of str
+        The intervention types, in the model's order.
+
+    Returns
+    -------
+    tuple of bool
+        (centre the type means, centre the type x segment effects).
+    """
+    choice = spec.effect_parameterization
+    n_seg = df[spec.segment_column].nunique()
+    if choice != "auto":
+        return (choice == "centred" and len(types) > 1, choice == "centred" and n_seg > 1)
+    w = _family_weight(df, spec)
+    treated = df[df[spec.intervention_column] != ""]
+    per_type = treated.groupby(spec.intervention_column).size().reindex(types, fill_value=0)
+    per_cell = (
+        treated.groupby([spec.intervention_column, spec.segment_column])
+        .size()
+        .reindex(
+            pd.MultiIndex.from_product([types, sorted(df[spec.segment_column].unique())]),
+            fill_value=0,
+        )
+    )
+
+    pr, f = spec.priors, _EFFECT_CENTRING_FACTOR
+    return (
+        len(types) > 1 and _pinned_down(per_type.min(), w, f * pr.effect_type_sd),
+        n_seg > 1 and _pinned_down(per_cell.min(), w, f * pr.effect_segment_sd),
+    )
+
+
+# -- the graph ---------------------------------------------------------------------------
+
+
+def _scale_prior(pm: Any, name: str, mean: float) -> Any:
+    """Boundary-avoiding prior for a hierarchical scale: ``Gamma(2, 2 / mean)``.
+
+    Its density is 0 at 0 and rises linearly, so the sampler does not fall into the
+    funnel at sigma -> 0 that half-normal scales open when there are few groups (three
+    intervention types, say); the mode is ``mean / 2`` and the prior still allows
+    strong pooling.
+    """
+    return pm.Gamma(name, alpha=2.0, beta=2.0 / mean)
+
+
+def _zero_sum(pm: Any, name: str, dims: tuple[str, ...], coords: dict[str, list[str]]) -> Any:
+    """Standardised group deviations that sum to zero over the last dimension.
+
+    With the deviations centred, the group mean (``mu_a``, ``mu_tau``) is identified
+    on its own instead of trading off against every deviation, which removes the ridge
+    that otherwise limits the ESS of hierarchical means. A single group has no
+    deviation (zeros).
+    """
+    import pytensor.tensor as pt
+
+    if len(coords[dims[-1]]) < 2:
+        return pt.zeros(tuple(len(coords[d]) for d in dims))
+    return pm.ZeroSumNormal(name, sigma=1.0, dims=dims, n_zerosum_axes=1)
+
+
+def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec) -> Any:
+    """Return the PyMC model of the design ``d`` (from :func:`build_design`).
+
+    Parameters
+    ----------
+    d : dict
+        The design arrays.
+    spec : TwinModelSpec
+        The priors, the family and whether rows were collapsed.
+
+    Returns
+    -------
+    pymc.Model
+        The model, not sampled.
+    """
+    import pymc as pm
+
+    enc: FeatureEncoder = d["encoder"]
+    coords = {
+        "segment": list(enc.segments),
+        "intervention_type": list(d["types"]),
+        "feature": enc.columns,
+        "numeric": list(enc.numeric),
+    }
+    pr = spec.priors
+    with pm.Model(coords=coords) as model:
+        a = _intercepts(pm, d, pr, coords)
+        beta = pm.Normal("beta", 0.0, pr.beta_sd, dims="feature")
+        tau = _effects(pm, d, pr, coords)
+        eta = _linear_predictor(pm, d, pr, a, beta, tau)
+        _likelihood(pm, d, spec, eta)
+    return model
+
+
+def _intercepts(pm: Any, d: dict[str, Any], pr: TwinPriors, coords: dict[str, list[str]]) -> Any:
+    """Segment intercepts ``a``: centred or non-centred around ``mu_a``."""
+    mu_a = pm.Normal("mu_a", d["center"], pr.intercept_sd)
+    sigma_a = _scale_prior(pm, "sigma_a", pr.segment_sd)
+    if d["centred_intercepts"]:
+        return pm.Normal("a", mu_a, sigma_a, dims="segment")
+    z_a = _zero_sum(pm, "z_a", ("segment",), coords)
+    return pm.Deterministic("a", mu_a + sigma_a * z_a, dims="segment")
+
+
+def _effects(pm: Any, d: dict[str, Any], pr: TwinPriors, coords: dict[str, list[str]]) -> Any:
+    """Effects ``tau[k, seg]`` at intensity 1, pooled across types, then segments."""
+    mu_tau = pm.Normal("mu_tau", 0.0, pr.effect_mean_sd)
+    sigma_type = _scale_prior(pm, "sigma_type", pr.effect_type_sd)
+    sigma_seg = _scale_prior(pm, "sigma_seg", pr.effect_segment_sd)
+    centred_types, centred_cells = d["centred_effects"]
+    if centred_types:
+        tau_type = pm.Normal("tau_type", mu_tau, sigma_type, dims="intervention_type")
+    else:
+        z_type = _zero_sum(pm, "z_type", ("intervention_type",), coords)
+        tau_type = pm.Deterministic(
+            "tau_type", mu_tau + sigma_type * z_type, dims="intervention_type"
+        )
+    if centred_cells:
+        return pm.Normal("tau", tau_type[:, None], sigma_seg, dims=("intervention_type", "segment"))
+    z_tau = _zero_sum(pm, "z_tau", ("intervention_type", "segment"), coords)
+    return pm.Deterministic(
+        "tau",
+        tau_type[:, None] + sigma_seg * z_tau,
+        dims=("intervention_type", "segment"),
+    )
+
+
+def _linear_predictor(
+    pm: Any, d: dict[str, Any], pr: TwinPriors, a: Any, beta: Any, tau: Any
+) -> Any:
+    """``eta``: intercepts and features, plus the dosed effect on treated rows.
+
+    Creates the interactions ``gamma`` and the dose-response rate on the way.
+    """
+    import pytensor.tensor as pt
+
+    # a fixed, tight scale: shrinkage toward 0 without a funnel to sample
+    z_gamma = pm.Normal("z_gamma", 0.0, 1.0, dims=("intervention_type", "numeric"))
+    gamma = pm.Deterministic(
+        "gamma", pr.interaction_sd * z_gamma, dims=("intervention_type", "numeric")
+    )
+    log_rate = pm.Normal("log_rate", 0.0, pr.dose_log_rate_sd)
+    rate = pm.Deterministic("dose_rate", pt.exp(log_rate))
+
+    x = pt.as_tensor_variable(d["x"])
+    eta = a[d["seg"]] + (x @ beta if d["x"].shape[1] else 0.0)
+    rows = np.flatnonzero(d["treated"] > 0)
+    if rows.size:
+        k = d["k"][rows]
+        s = d["intensity"][rows]
+        g = pt.expm1(-rate * s) / pt.expm1(-rate)
+        het = tau[k, d["seg"][rows]]
+        if d["z"].shape[1]:
+            het = het + (gamma[k] * d["z"][rows]).sum(axis=1)
+        eta = pt.inc_subtensor(eta[rows], g * het)
+    return eta
+
+
+def _likelihood(pm: Any, d: dict[str, Any], spec: TwinModelSpec, eta: Any) -> None:
+    """The family's likelihood of the (collapsed) rows."""
+    import pytensor.tensor as pt
+
+    total, count = d["total"], d["count"]
+    if spec.family == "bernoulli":
+        pm.Binomial("y", n=count.astype(np.int64), logit_p=eta, observed=total)
+    elif spec.family == "poisson":
+        pm.Poisson("y", mu=count * pt.exp(eta), observed=total)
+    elif spec.family == "neg_binomial":
+        alpha = pm.HalfNormal("dispersion", 10.0)
+        if spec.collapse:
+            # rows collapsed by (design, outcome): weight each distinct value
+            dist = pm.NegativeBinomial.dist(mu=pt.exp(eta), alpha=alpha)
+            pm.Potential("y", (count * pm.logp(dist, total)).sum())
+        else:
+            pm.NegativeBinomial("y", mu=pt.exp(eta), alpha=alpha, observed=total)
+    else:
+        sigma = pm.HalfNormal("dispersion", spec.priors.dispersion_sd)
+        ybar = (total / count - d["outcome_loc"]) / d["outcome_scale"]
+        pm.Normal("y", mu=eta, sigma=sigma / np.sqrt(count), observed=ybar)
+        ss = d["sumsq"] / d["outcome_scale"] ** 2
+        if (count > 1).any():
+            pm.Potential(
+                "within_ss",
+                -((count - 1).sum()) * pt.log(sigma) - ss.sum() / (2 * sigma**2),
+            )

@@ -1,0 +1,173 @@
+"""What to fit: the model spec of one (brand, twin type), its priors, sampler and gate.
+
+:class:`TwinModelSpec` names the history's columns and holds the priors
+(:class:`TwinPriors`), the NUTS settings (:class:`SamplerSettings`) and the diagnostics
+gate (:class:`DiagnosticThresholds`). Its :meth:`TwinModelSpec.spec_hash` identifies a
+fit's configuration; it is not the registry's model UUID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bayestwin._version import __version__
+from bayestwin.core.families import Family
+from bayestwin.vocabulary import TwinType
+
+__all__ = [
+    "DiagnosticThresholds",
+    "SamplerSettings",
+    "TwinModelSpec",
+    "TwinPriors",
+    "default_spec",
+]
+
+
+class TwinPriors(BaseModel):
+    """Scales of the weakly-informative priors (link scale; gaussian: standardised).
+
+    Every scale is the standard deviation of a normal or half-normal prior.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intercept_sd: float = Field(1.5, gt=0, description="mu_a ~ Normal(link(mean y), .)")
+    segment_sd: float = Field(0.5, gt=0, description="sigma_a ~ HalfNormal(.)")
+    beta_sd: float = Field(0.5, gt=0, description="beta ~ Normal(0, .)")
+    effect_mean_sd: float = Field(0.5, gt=0, description="mu_tau ~ Normal(0, .)")
+    effect_type_sd: float = Field(0.3, gt=0, description="sigma_type ~ HalfNormal(.)")
+    effect_segment_sd: float = Field(0.2, gt=0, description="sigma_seg ~ HalfNormal(.)")
+    interaction_sd: float = Field(0.1, gt=0, description="gamma ~ Normal(0, .)")
+    dose_log_rate_sd: float = Field(1.0, gt=0, description="log(rate) ~ Normal(0, .)")
+    dispersion_sd: float = Field(1.0, gt=0, description="sigma ~ HalfNormal(.) (gaussian)")
+
+
+class SamplerSettings(BaseModel):
+    """NUTS settings. ``backend`` picks nutpie (default), numpyro (JAX) or PyMC's own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["nutpie", "numpyro", "pymc"] = "nutpie"
+    draws: int = Field(1000, gt=0)
+    tune: int = Field(1000, ge=0)
+    chains: int = Field(4, gt=0)
+    cores: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), gt=0)
+    target_accept: float = Field(0.95, gt=0, lt=1)
+    random_seed: int | None = Field(0, ge=0)
+    progressbar: bool = True
+
+
+class DiagnosticThresholds(BaseModel):
+    """The diagnostics gate: a fit that misses any of these is not fit for use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_r_hat: float = Field(1.01, gt=1.0)
+    min_ess_bulk: float = Field(400.0, ge=0)
+    min_ess_tail: float = Field(400.0, ge=0)
+    max_divergences: int = Field(0, ge=0)
+    min_bfmi: float = Field(0.3, ge=0)
+
+
+class TwinModelSpec(BaseModel):
+    """What to fit for one (brand, twin type).
+
+    The history has one row per unit and period with the columns named here.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    twin_type: TwinType
+    brand: str = Field(..., min_length=1)
+    outcome: str = "outcome"
+    family: Family = "bernoulli"
+    numeric_features: tuple[str, ...] = ()
+    categorical_features: tuple[str, ...] = ()
+    segment_columns: tuple[str, ...] = ("segment",)
+    unit_column: str = "unit_id"
+    period_column: str | None = "period"
+    brand_column: str = "brand"
+    twin_type_column: str | None = "twin_type"
+    intervention_column: str = "intervention_type"
+    intensity_column: str = "intensity"
+    min_rows: int = Field(50, gt=0, description="Fewer rows than this is refused.")
+    collapse: bool = Field(True, description="Collapse rows sharing a design.")
+    intercept_parameterization: Literal["auto", "centred", "non_centred"] = Field(
+        "auto",
+        description=(
+            "Segment intercepts: centred suits segments rich in data, non-centred sparse "
+            "ones; 'auto' picks by the data (see bayestwin.model.pymc_model)."
+        ),
+    )
+    effect_parameterization: Literal["auto", "centred", "non_centred"] = Field(
+        "auto",
+        description=(
+            "Intervention effects, per level of the hierarchy (type means, then type x "
+            "segment effects): 'auto' centres a level when every group in it is rich in "
+            "treated data (see bayestwin.model.pymc_model)."
+        ),
+    )
+    priors: TwinPriors = Field(default_factory=TwinPriors)
+    sampler: SamplerSettings = Field(default_factory=SamplerSettings)
+    thresholds: DiagnosticThresholds = Field(default_factory=DiagnosticThresholds)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> TwinModelSpec:
+        if not self.segment_columns:
+            raise ValueError("segment_columns needs at least one grouping column")
+        both = set(self.numeric_features) & set(self.categorical_features)
+        if both:
+            raise ValueError(f"columns {sorted(both)} are both numeric and categorical")
+        return self
+
+    @property
+    def segment_column(self) -> str:
+        """Name of the (possibly combined) segment column in the population."""
+        return "|".join(self.segment_columns)
+
+    def spec_hash(self) -> str:
+        """Hash of this spec and the package version (16 hex digits)."""
+        payload = json.dumps(
+            {"spec": self.model_dump(mode="json"), "version": __version__},
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def default_spec(
+    twin_type: TwinType | str,
+    brand: str,
+    *,
+    family: Family,
+    numeric_features: Sequence[str],
+    categorical_features: Sequence[str] = (),
+    **kwargs: Any,
+) -> TwinModelSpec:
+    """Shorthand for a :class:`TwinModelSpec` with the synthetic data's column names.
+
+    Parameters
+    ----------
+    twin_type, brand, family, numeric_features, categorical_features
+        As in :class:`TwinModelSpec`.
+    **kwargs
+        Any other :class:`TwinModelSpec` field (``sampler=SamplerSettings(...)``...).
+
+    Returns
+    -------
+    TwinModelSpec
+        The spec.
+    """
+    return TwinModelSpec(
+        twin_type=TwinType(twin_type),
+        brand=brand,
+        family=family,
+        numeric_features=tuple(numeric_features),
+        categorical_features=tuple(categorical_features),
+        **kwargs,
+    )

@@ -1,0 +1,54 @@
+"""Pydantic schemas at the edges: requests, results and records.
+
+These are the objects that cross a boundary (an agent tool, the REST API, the database,
+a JSON file). They round-trip through JSON and export JSON Schema
+(``Model.model_json_schema()``), which agents use to validate tool calls.
+
+* :mod:`~bayestwin.schemas.requests`: what a caller asks for;
+* :mod:`~bayestwin.schemas.results`: what bayestwin answers (and its output contract);
+* :mod:`~bayestwin.schemas.records`: what the store keeps and lists.
+
+Import rule: the schemas import only pydantic, :mod:`bayestwin.vocabulary` and each
+other. Everything is importable from ``bayestwin.schemas``.
+"""
+
+from bayestwin.schemas._base import utcnow
+from bayestwin.schemas.records import Page, TwinModelInfo
+from bayestwin.schemas.requests import (
+    ExperimentOutcome,
+    InterventionConfig,
+    NumericRange,
+    SimulateInterventionRequest,
+    TargetFilter,
+    ValidateFidelityRequest,
+)
+from bayestwin.schemas.results import (
+    HEAVY_FIELDS,
+    DosePoint,
+    EffectPrior,
+    FidelityResult,
+    SampleSizeReport,
+    SegmentEffect,
+    SimilarSimulation,
+    SimulationResult,
+)
+
+__all__ = [
+    "HEAVY_FIELDS",
+    "DosePoint",
+    "EffectPrior",
+    "ExperimentOutcome",
+    "FidelityResult",
+    "InterventionConfig",
+    "NumericRange",
+    "Page",
+    "SampleSizeReport",
+    "SegmentEffect",
+    "SimilarSimulation",
+    "SimulateInterventionRequest",
+    "SimulationResult",
+    "TargetFilter",
+    "TwinModelInfo",
+    "ValidateFidelityRequest",
+    "utcnow",
+]

@@ -1,0 +1,142 @@
+"""Requests: what a caller asks bayestwin for (simulate, validate) and their parts.
+
+The validators check each request on its own fields; checks that need the settings or
+a fitted model (the twin count's upper bound, the columns a filter names) are not here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from bayestwin.schemas._base import Schema
+from bayestwin.vocabulary import TwinType
+
+__all__ = [
+    "ExperimentOutcome",
+    "InterventionConfig",
+    "NumericRange",
+    "SimulateInterventionRequest",
+    "TargetFilter",
+    "ValidateFidelityRequest",
+]
+
+
+class NumericRange(Schema):
+    """Inclusive numeric range filter on a feature column."""
+
+    min: float | None = Field(None, description="Lower bound (inclusive); None for open.")
+    max: float | None = Field(None, description="Upper bound (inclusive); None for open.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min is None and self.max is None:
+            raise ValueError("a numeric range needs at least one of 'min' or 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"range min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+TargetFilter = Annotated[
+    list[str | int | float] | NumericRange,
+    Field(description="Allowed values of a categorical column, or a numeric range."),
+]
+
+
+class InterventionConfig(Schema):
+    """Parameters of an intervention and the population it targets."""
+
+    intervention_type: str | None = Field(
+        None,
+        description="Intervention type; optional here when given beside the config.",
+    )
+    intensity: float = Field(
+        1.0, ge=0.0, description="Dose of the intervention (>= 0; 0 means untreated)."
+    )
+    duration_weeks: int | None = Field(
+        None, gt=0, description="Planned duration of the intervention, in weeks."
+    )
+    target: dict[str, TargetFilter] = Field(
+        default_factory=dict,
+        description=(
+            "Target filters by column: a list of allowed values (categorical) or "
+            "{'min': ..., 'max': ...} (numeric). Empty: the whole population."
+        ),
+    )
+
+    @field_validator("target")
+    @classmethod
+    def _non_empty_lists(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for column, flt in value.items():
+            if isinstance(flt, list) and not flt:
+                raise ValueError(f"target filter for column {column!r} is an empty list")
+        return value
+
+
+class SimulateInterventionRequest(Schema):
+    """Input of the ``simulate_intervention`` tool (spec 6.1)."""
+
+    intervention_type: str = Field(
+        ..., min_length=1, description='e.g. "email_campaign", "call_frequency".'
+    )
+    intervention_config: InterventionConfig = Field(default_factory=InterventionConfig)
+    target_population: TwinType = Field(..., description='"hcp", "patient" or "territory".')
+    brand: str = Field(..., min_length=1, description="Brand whose model is used.")
+    twin_count: int | None = Field(
+        None,
+        gt=0,
+        description="Number of twins to simulate; None: the setting default_twin_count.",
+    )
+    confidence_level: float = Field(0.95, gt=0.0, lt=1.0, description="CI confidence.")
+    random_seed: int | None = Field(None, ge=0, description="Seed; None draws one.")
+
+    @model_validator(mode="after")
+    def _same_type(self) -> Self:
+        inner = self.intervention_config.intervention_type
+        if inner is not None and inner != self.intervention_type:
+            raise ValueError(
+                f"intervention_config.intervention_type ({inner!r}) differs from "
+                f"intervention_type ({self.intervention_type!r})"
+            )
+        return self
+
+
+class ExperimentOutcome(Schema):
+    """Summary of a real experiment's result, for fidelity validation.
+
+    Give ``actual_ate`` with either ``actual_se`` or a CI (``ci_lower``, ``ci_upper``
+    and ``ci_level``), and the arm sizes.
+    """
+
+    actual_experiment_id: str | None = None
+    actual_ate: float
+    actual_se: float | None = Field(None, gt=0.0)
+    ci_lower: float | None = None
+    ci_upper: float | None = None
+    ci_level: float = Field(0.95, gt=0.0, lt=1.0)
+    n_treatment: int = Field(..., gt=0)
+    n_control: int = Field(..., gt=0)
+    control_mean: float | None = None
+    completed_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _has_uncertainty(self) -> Self:
+        if self.actual_se is None and (self.ci_lower is None or self.ci_upper is None):
+            raise ValueError("give actual_se, or both ci_lower and ci_upper")
+        lo, hi = self.ci_lower, self.ci_upper
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"ci_lower ({lo}) must be <= ci_upper ({hi})")
+        return self
+
+
+class ValidateFidelityRequest(Schema):
+    """Input of the ``validate_twin_fidelity`` tool (spec 6.2)."""
+
+    simulation_id: uuid.UUID
+    actual_experiment_id: str = Field(..., min_length=1)
+    outcome: ExperimentOutcome | None = Field(
+        None, description="The real result; when omitted it is looked up by experiment id."
+    )
