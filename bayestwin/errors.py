@@ -14,16 +14,25 @@ Every error the package raises on purpose is a :class:`BayesTwinError`. It carri
 The subclasses only fix the kind (and keep the matching builtin base, so that
 ``except ValueError`` and ``except LookupError`` go on working). This module imports
 nothing from the rest of the package.
+
+Errors never carry a caller's input in full: a value quoted back is cut to
+:data:`ECHO_LIMIT` characters (:func:`echo`), a message to :data:`MESSAGE_LIMIT`, a
+field's path to :data:`FIELD_LIMIT` and the list of field problems to
+:data:`PROBLEM_LIMIT` entries, so that an error's size does not grow with the input's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "ECHO_LIMIT",
+    "FIELD_LIMIT",
+    "MESSAGE_LIMIT",
+    "PROBLEM_LIMIT",
     "BayesTwinError",
     "ConflictError",
     "ErrorKind",
@@ -32,9 +41,67 @@ __all__ = [
     "NotFitError",
     "NotFoundError",
     "UnavailableError",
+    "clip",
+    "echo",
     "field_problems",
     "from_validation_error",
+    "summarize",
 ]
+
+ECHO_LIMIT = 80
+"""Characters of an input value that an error quotes back."""
+
+MESSAGE_LIMIT = 1000
+"""Characters of an error message (and of each field problem's message)."""
+
+FIELD_LIMIT = 200
+"""Characters of a field's dotted path (a path can hold a caller's key)."""
+
+PROBLEM_LIMIT = 20
+"""Field problems an error lists; the message counts those left out."""
+
+
+def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Return ``text`` cut to ``limit`` characters, marked with its full length.
+
+    Parameters
+    ----------
+    text : str
+        The text.
+    limit : int, default MESSAGE_LIMIT
+        Characters kept.
+
+    Returns
+    -------
+    str
+        ``text`` itself when short enough, else its first ``limit`` characters followed
+        by ``"…(N chars)"``.
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…({len(text)} chars)"
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """Return the ``repr`` of an input value, cut to a short prefix for an error message.
+
+    Parameters
+    ----------
+    value : object
+        The value given.
+    limit : int, default ECHO_LIMIT
+        Characters of the value kept.
+
+    Returns
+    -------
+    str
+        ``repr(value)`` when short; else the repr of a string's first ``limit``
+        characters, or the first ``limit`` characters of another value's repr, followed
+        by ``"…(N chars)"``, N the length of the string or of the repr.
+    """
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}…({len(value)} chars)"
+    return clip(repr(value), limit)
 
 
 class ErrorKind(StrEnum):
@@ -100,16 +167,19 @@ class BayesTwinError(Exception):
         problems: Iterable[FieldProblem] | None = None,
         kind: ErrorKind | None = None,
     ) -> None:
+        message = clip(message)
         super().__init__(message)
         if kind is not None:
             self.kind = kind
         self.message = message
-        self.field = field
+        self.field = None if field is None else clip(field, FIELD_LIMIT)
         self.code = code or self.kind.value
-        listed = list(problems or ())
-        if not listed and field is not None:
-            listed = [FieldProblem(field=field, message=message)]
-        self.problems: list[FieldProblem] = listed
+        listed = list(problems or ())[:PROBLEM_LIMIT]
+        if not listed and self.field is not None:
+            listed = [FieldProblem(field=self.field, message=message)]
+        self.problems: list[FieldProblem] = [
+            replace(p, field=clip(p.field, FIELD_LIMIT), message=clip(p.message)) for p in listed
+        ]
 
     def __str__(self) -> str:
         return self.message
@@ -175,17 +245,37 @@ def field_problems(errors: Iterable[Any], *, skip: int = 0) -> list[FieldProblem
     -------
     list of FieldProblem
         One per entry, with pydantic's ``"Value error, "`` prefix removed and, for a
-        type or parsing error, the value that was given.
+        type or parsing error, the value that was given (cut by :func:`echo`).
     """
     problems = []
     for err in errors:
         msg = str(err.get("msg", "")).removeprefix("Value error, ")
         kind = str(err.get("type", "")) or None
         if kind and kind.endswith(("_type", "_parsing")) and "input" in err:
-            msg = f"{msg} (got {err['input']!r})"
+            msg = f"{msg} (got {echo(err['input'])})"
         field = _location(list(err.get("loc", ()))[skip:]) or "(request)"
         problems.append(FieldProblem(field=field, message=msg, type=kind))
     return problems
+
+
+def summarize(problems: Iterable[FieldProblem]) -> str:
+    """Return ``"field: message; ..."`` for at most :data:`PROBLEM_LIMIT` problems.
+
+    Parameters
+    ----------
+    problems : iterable of FieldProblem
+        The problems.
+
+    Returns
+    -------
+    str
+        The listed problems, and ``"(and N more)"`` when some are left out.
+    """
+    listed = list(problems)
+    text = "; ".join(f"{p.field}: {p.message}" for p in listed[:PROBLEM_LIMIT])
+    if len(listed) > PROBLEM_LIMIT:
+        text += f" (and {len(listed) - PROBLEM_LIMIT} more)"
+    return text
 
 
 def from_validation_error(
@@ -207,13 +297,13 @@ def from_validation_error(
     Returns
     -------
     InvalidInputError
-        Its message lists every problem as ``field: message``; its ``field`` is the
-        first problem's field.
+        Its message lists the problems as ``field: message`` (at most
+        :data:`PROBLEM_LIMIT`, then how many more); its ``field`` is the first
+        problem's field.
     """
     problems = field_problems(exc.errors(), skip=skip)
-    summary = "; ".join(f"{p.field}: {p.message}" for p in problems)
     return InvalidInputError(
-        f"invalid {what}: {summary}",
+        f"invalid {what}: {summarize(problems)}",
         field=problems[0].field if problems else None,
         code=code,
         problems=problems,

@@ -49,8 +49,10 @@ from bayestwin.errors import BayesTwinError, ErrorKind, from_validation_error
 from bayestwin.schemas import (
     ExperimentOutcome,
     FidelityResult,
+    RegisterExperimentRequest,
     SimulateInterventionRequest,
     SimulationResult,
+    SimulationSubmission,
     ValidateFidelityRequest,
 )
 from bayestwin.service import TwinService
@@ -238,7 +240,7 @@ def simulate_intervention(
         without the ATE draws and twin ids, which stay in the database), or the error.
     """
     try:
-        request = SimulateInterventionRequest.model_validate(
+        submission = SimulationSubmission.model_validate(
             {
                 "intervention_type": intervention_type,
                 "intervention_config": intervention_config,
@@ -247,10 +249,13 @@ def simulate_intervention(
                 "twin_count": twin_count,
                 "confidence_level": confidence_level,
                 "random_seed": random_seed,
+                "experiment_design_id": experiment_design_id,
             }
         )
         svc = service if service is not None else get_default_service()
-        result = svc.simulate(request, experiment_design_id=experiment_design_id)
+        result = svc.simulate(
+            submission.request(), experiment_design_id=submission.experiment_design_id
+        )
     except Exception as exc:
         return to_error(exc)
     return result.lean()
@@ -261,6 +266,7 @@ def validate_twin_fidelity(
     actual_experiment_id: str,
     outcome: Mapping[str, Any] | ExperimentOutcome | None = None,
     *,
+    replace: bool = False,
     service: TwinService | None = None,
 ) -> FidelityResult | ToolError:
     """Compare a twin simulation's prediction with the actual experiment's outcome.
@@ -276,6 +282,9 @@ def validate_twin_fidelity(
         source unless ``outcome`` is given.
     outcome : dict or ExperimentOutcome, optional
         The real result (``actual_ate``, ``actual_se`` or a CI, arm sizes).
+    replace : bool
+        Replace the simulation's earlier validation; without it a second validation
+        is an ``invalid_state`` error (a simulation is validated once).
     service : TwinService, optional
         Default: :func:`get_default_service`.
 
@@ -291,11 +300,15 @@ def validate_twin_fidelity(
                 "simulation_id": simulation_id,
                 "actual_experiment_id": actual_experiment_id,
                 "outcome": outcome,
+                "replace": replace,
             }
         )
         svc = service if service is not None else get_default_service()
         return svc.validate(
-            request.simulation_id, request.actual_experiment_id, outcome=request.outcome
+            request.simulation_id,
+            request.actual_experiment_id,
+            outcome=request.outcome,
+            replace=request.replace,
         )
     except Exception as exc:
         return to_error(exc)
@@ -325,9 +338,25 @@ def register_experiment_result(
     -------
     ExperimentOutcome
         What was stored.
+
+    Raises
+    ------
+    InvalidInputError
+        If the id or the outcome is invalid (the field is named).
     """
+    try:
+        request = RegisterExperimentRequest.model_validate(
+            {
+                "actual_experiment_id": experiment_id,
+                "outcome": outcome if isinstance(outcome, ExperimentOutcome) else dict(outcome),
+            }
+        )
+    except ValidationError as exc:
+        raise from_validation_error(exc, what="experiment result") from None
     svc = service if service is not None else get_default_service()
-    return svc.register_experiment_result(experiment_id, outcome, overwrite=overwrite)
+    return svc.register_experiment_result(
+        request.actual_experiment_id, request.outcome, overwrite=overwrite
+    )
 
 
 # -- schemas -----------------------------------------------------------------------------
@@ -447,6 +476,7 @@ def _call_tool(
             arguments.get("simulation_id"),  # type: ignore[arg-type]
             arguments.get("actual_experiment_id"),  # type: ignore[arg-type]
             arguments.get("outcome"),
+            replace=arguments.get("replace", False),
             service=service,
         )
     return result.model_dump(mode="json")

@@ -9,6 +9,16 @@ baselines) in ``--workers`` processes, and writes under ``--out``: ``calibration
 Run ``python -m benchmarks.calibration --out reports/calibration`` (``nox -s
 calibration``). ``--worlds 6 --draws 200 --tune 200`` is a quick look; ``--report-only``
 renders the report again from the records already written.
+
+``--kinds`` runs world kinds instead (:mod:`bayestwin.calibration.kinds`; ``all`` or a
+comma-separated list), ``--worlds-per-kind`` of each, reported per kind apart, for
+example ``--kinds all --worlds-per-kind 30 --units 1000,3000 --periods 8``.
+``--write-every N`` writes the report after every ``N`` worlds, so that a long run can
+be read while it goes.
+
+Stopping a run (SIGTERM, even to this process alone, or Ctrl-C) ends its worker
+processes too, and a worker whose parent is killed outright ends by itself
+(:mod:`bayestwin.calibration.pool`); the exit status after SIGTERM is 143.
 """
 
 from __future__ import annotations
@@ -18,7 +28,10 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bayestwin.calibration import CalibrationRun
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +62,19 @@ def _parser() -> argparse.ArgumentParser:
         "--periods", type=int, default=12, help="periods per unit (negative binomial: at most 6)"
     )
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    p.add_argument(
+        "--kinds",
+        default=None,
+        help="world kinds instead of --worlds: 'all' or a comma-separated list "
+        "(bayestwin.calibration.WORLD_KINDS)",
+    )
+    p.add_argument("--worlds-per-kind", type=int, default=6, help="worlds of each kind")
+    p.add_argument(
+        "--write-every",
+        type=int,
+        default=None,
+        help="write the report after every N worlds (partial results of a long run)",
+    )
     p.add_argument("--first", type=int, default=None, help="run only the first N worlds")
     p.add_argument(
         "--report-only",
@@ -75,13 +101,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     lo, hi = (int(v) for v in args.units.split(","))
-    configs = draw_world_configs(
-        args.worlds,
-        random_seed=args.seed,
-        confounded_share=args.confounded_share,
-        n_units=(lo, hi),
-        n_periods=args.periods,
-    )
+    if args.kinds:
+        from bayestwin.calibration import draw_kind_configs, parse_kinds
+
+        configs = draw_kind_configs(
+            parse_kinds(args.kinds),
+            args.worlds_per_kind,
+            random_seed=args.seed,
+            n_units=(lo, hi),
+            n_periods=args.periods,
+        )
+    else:
+        configs = draw_world_configs(
+            args.worlds,
+            random_seed=args.seed,
+            confounded_share=args.confounded_share,
+            n_units=(lo, hi),
+            n_periods=args.periods,
+        )
     if args.first is not None:
         configs = configs[: args.first]
     workers = max(1, args.workers)
@@ -99,19 +136,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         elapsed = time.perf_counter() - start
         status = "failed: " + world["error"] if world.get("error") else "ok"
         print(
-            f"[{done:>3}/{total}] world {world['world_id']:>3} {world['family']:<12} "
-            f"{'confounded' if world['confounded'] else 'random':<10} "
+            f"[{done:>3}/{total}] world {world['world_id']:>4} {world.get('kind', ''):<27} "
+            f"{world['family']:<12} {'confounded' if world['confounded'] else 'random':<10} "
             f"{world['seconds']:5.1f} s  {status}  (elapsed {elapsed / 60:.1f} min)",
             flush=True,
         )
 
-    result = run_calibration(configs, run, workers=workers, progress=progress)
-    result.meta["command"] = " ".join(["python -m benchmarks.calibration", *(argv or sys.argv[1:])])
+    command = " ".join(["python -m benchmarks.calibration", *(argv or sys.argv[1:])])
+    chunk = max(1, args.write_every or len(configs))
+    result: CalibrationRun | None = None
+    for i in range(0, len(configs), chunk):
+        part = run_calibration(configs[i : i + chunk], run, workers=workers, progress=progress)
+        result = part if result is None else _merged(result, part)
+        result.meta["command"] = command
+        if i + chunk < len(configs):
+            write_report(result, args.out)
+            print(f"partial report: {len(result.worlds)}/{len(configs)} worlds", flush=True)
+    assert result is not None
     files = write_report(result, args.out)
     print(f"wall time {result.wall_seconds / 60:.1f} min; wrote:")
     for path in files.values():
         print(f"  {path}")
     return 0
+
+
+def _merged(first: CalibrationRun, second: CalibrationRun) -> CalibrationRun:
+    """Two runs' records as one run."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    return replace(
+        first,
+        worlds=pd.concat([first.worlds, second.worlds], ignore_index=True),
+        effects=pd.concat([first.effects, second.effects], ignore_index=True),
+        segments=pd.concat([first.segments, second.segments], ignore_index=True),
+        wall_seconds=first.wall_seconds + second.wall_seconds,
+    )
 
 
 if __name__ == "__main__":

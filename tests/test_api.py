@@ -195,10 +195,12 @@ def test_validate_models_and_fidelity(
     )
     assert response.status_code == 201, response.text
     assert response.json()["fidelity_grade"] in ("excellent", "good", "fair", "poor")
+    other = client.post("/simulate", json=body(random_seed=5)).json()["simulation_id"]
+    poll(client, other)  # a simulation is validated once: the inline result gets its own
     inline = client.post(
         "/validate",
         json={
-            "simulation_id": sid,
+            "simulation_id": other,
             "actual_experiment_id": "EXP-INLINE",
             "outcome": {
                 "actual_ate": 0.05,
@@ -339,7 +341,8 @@ def test_api_key(world: tuple[TwinService, SyntheticTwinData]) -> None:
         assert problem["type"] == "urn:bayestwin:problem:unauthorized"
         assert_problem(httpx.get(url, headers={"X-API-Key": "wrong"}), 401)
         assert httpx.get(url, headers={"X-API-Key": API_KEY}).status_code == 200
-        spec = httpx.get(server.url + "/openapi.json").json()
+        assert_problem(httpx.get(server.url + "/openapi.json"), 401)  # the docs need it too
+        spec = httpx.get(server.url + "/openapi.json", headers={"X-API-Key": API_KEY}).json()
         assert "APIKeyHeader" in spec["components"]["securitySchemes"]
 
 

@@ -50,7 +50,8 @@ def test_help_and_usage_errors() -> None:
 
 def test_db_upgrade_applies_each_migration_once(tmp_path: Path) -> None:
     code, out, _ = run("db", "upgrade", "--data-dir", str(tmp_path), "--json")
-    assert code == 0 and json.loads(out)["applied"] == ["011_digital_twin_tables.sql"]
+    applied = ["011_digital_twin_tables.sql", "012_simulation_workers.sql"]
+    assert code == 0 and json.loads(out)["applied"] == applied
     assert (tmp_path / "bayestwin.db").exists()
     code, out, _ = run("db", "upgrade", "--data-dir", str(tmp_path))
     assert code == 0 and "up to date (nothing to apply)" in out
@@ -117,8 +118,9 @@ def test_simulate_show_list_and_validate(data_dir: Path, syn: SyntheticTwinData)
     csv = data_dir / "exp.csv"
     frame.to_csv(csv, index=False)
     code, out, err = run(
-        "validate", sim_id, "--experiment-id", "EXP-2", "--experiment-csv", str(csv), "--json", *d
-    )
+        "validate", sim_id, "--experiment-id", "EXP-2", "--experiment-csv", str(csv), "--json",
+        "--replace", *d,
+    )  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["actual_experiment_id"] == "EXP-2"
 

@@ -167,6 +167,9 @@ def test_wheel_installs_and_runs_the_demo_outside_the_checkout(wheel: Path, tmp_
         "install",
         "--no-deps",
         "--no-index",
+        # the outer environment's bayestwin is visible through the .pth file; without
+        # this, pip would call the requirement satisfied and install nothing
+        "--ignore-installed",
         wheel,
         cwd=tmp_path,
     )

@@ -21,14 +21,17 @@ from bayestwin.schemas import (
     EffectPrior,
     ExperimentOutcome,
     FidelityResult,
+    FitRequest,
     InterventionConfig,
     NumericRange,
     Page,
+    RegisterExperimentRequest,
     SampleSizeReport,
     SegmentEffect,
     SimilarSimulation,
     SimulateInterventionRequest,
     SimulationResult,
+    SimulationSubmission,
     TwinModelInfo,
     ValidateFidelityRequest,
 )
@@ -97,8 +100,13 @@ def simulate_requests(draw: st.DrawFn) -> dict[str, Any]:
         "brand": draw(name),
         "twin_count": draw(opt(positive)),
         "confidence_level": draw(open_unit),
-        "random_seed": draw(opt(st.integers(0, 2**64))),
+        "random_seed": draw(opt(st.integers(0, 2**63 - 1))),
     }
+
+
+@st.composite
+def simulation_submissions(draw: st.DrawFn) -> dict[str, Any]:
+    return {**draw(simulate_requests()), "experiment_design_id": draw(opt(name))}
 
 
 def _effect_fields(draw: st.DrawFn) -> dict[str, Any]:
@@ -213,6 +221,15 @@ def experiment_outcomes(draw: st.DrawFn) -> dict[str, Any]:
     return out
 
 
+register_requests = st.fixed_dictionaries(
+    {"actual_experiment_id": name, "outcome": experiment_outcomes()}
+)
+
+fit_requests = st.fixed_dictionaries(
+    {"brand": name, "twin_type": st.sampled_from([t.value for t in TwinType])},
+    optional={"model_name": opt(name), "random_seed": opt(st.integers(0, 2**63 - 1))},
+)
+
 validate_requests = st.fixed_dictionaries(
     {"simulation_id": uuids, "actual_experiment_id": name},
     optional={"outcome": opt(experiment_outcomes())},
@@ -286,6 +303,9 @@ STRATEGIES: dict[type[BaseModel], st.SearchStrategy[dict[str, Any]]] = {
     NumericRange: numeric_ranges(),
     InterventionConfig: intervention_configs,
     SimulateInterventionRequest: simulate_requests(),
+    SimulationSubmission: simulation_submissions(),
+    RegisterExperimentRequest: register_requests,
+    FitRequest: fit_requests,
     SegmentEffect: segment_effects(),
     DosePoint: dose_points(),
     EffectPrior: effect_priors,

@@ -408,7 +408,7 @@ def test_validate_with_outcome_or_frame(service: TwinService, brand: str) -> Non
     by_dict = service.validate(sim.simulation_id, "exp-dict", outcome=outcome)
     assert by_dict.actual_ate == 0.05
     frame = syn.truth.run_experiment(syn.population(brand), "email_campaign", n_per_arm=400)
-    by_frame = service.validate(sim.simulation_id, "exp-frame", outcome=frame)
+    by_frame = service.validate(sim.simulation_id, "exp-frame", outcome=frame, replace=True)
     assert by_frame.actual_se is not None and by_frame.actual_experiment_id == "exp-frame"
 
 

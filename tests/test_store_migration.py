@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
-from bayestwin.errors import ConflictError
+from bayestwin.errors import ConflictError, InvalidInputError
 from bayestwin.schemas import FidelityResult, SimulationResult, TwinModelInfo
 from bayestwin.store.db import make_engine, temporary_database
 from bayestwin.store.migrations import (
@@ -266,11 +266,11 @@ def test_a_new_migration_is_applied_alone(any_engine: Engine, tmp_path: Path) ->
         (folder / path.name).write_bytes(path.read_bytes())
     assert upgrade(any_engine, migrations_dir=folder) == [p.name for p in migration_files()]
     # Not idempotent: it would fail if it ran a second time.
-    (folder / "012_extra.sql").write_text("CREATE TABLE twin_extra (id INTEGER PRIMARY KEY);")
-    assert upgrade(any_engine, migrations_dir=folder) == ["012_extra.sql"]
+    (folder / "999_extra.sql").write_text("CREATE TABLE twin_extra (id INTEGER PRIMARY KEY);")
+    assert upgrade(any_engine, migrations_dir=folder) == ["999_extra.sql"]
     assert upgrade(any_engine, migrations_dir=folder) == []
     versions = [m.version for m in applied_migrations(any_engine)]
-    assert versions == [*(m.version for m in load_migrations()), "012"]
+    assert versions == [*(m.version for m in load_migrations()), "999"]
     if any_engine.dialect.name == "postgresql":  # SQLite builds its schema from the ORM
         assert "twin_extra" in sa.inspect(any_engine).get_table_names()
 
@@ -278,7 +278,7 @@ def test_a_new_migration_is_applied_alone(any_engine: Engine, tmp_path: Path) ->
 def test_an_edited_applied_migration_is_refused(any_engine: Engine, tmp_path: Path) -> None:
     folder = tmp_path / "migrations"
     folder.mkdir()
-    (original,) = migration_files()
+    original = migration_files()[0]
     edited = folder / original.name
     edited.write_bytes(original.read_bytes())
     upgrade(any_engine, migrations_dir=folder)
@@ -474,9 +474,13 @@ def test_platform_with_uuid_keyed_experiments_gets_all_references(engine: Engine
     bad = sim.model_copy(
         update={"simulation_id": uuid.uuid4(), "experiment_design_id": str(uuid.uuid4())}
     )
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(InvalidInputError, match="does not exist") as refused:
         repo.create_simulation(bad)
-    with pytest.raises(sa.exc.IntegrityError):
+    assert (refused.value.code, refused.value.field) == (
+        "invalid_reference",
+        "experiment_design_id",
+    )
+    with pytest.raises(InvalidInputError, match="does not exist"):
         repo.register_model(
             TwinModelInfo(
                 model_id=uuid.uuid4(),

@@ -552,11 +552,16 @@ def test_record_validation_updates_the_model_score(repo: TwinRepository) -> None
     assert stored.predictive_intervals == {"0.95": (0.01, 0.07)}
     assert repo.get_validation(stored.tracking_id) == stored
     assert repo.get_model(model.model_id).fidelity_score == 0.75
-    repo.record_validation(_validation(sim))  # no score: the model keeps 0.75
-    assert repo.get_model(model.model_id).fidelity_score == 0.75
-    assert len(repo.list_validations(sim.simulation_id)) == 2
+    # A simulation is validated once: a second validation replaces the first or is refused.
+    second = repo.record_validation(_validation(sim), replace=True)
+    assert repo.get_model(model.model_id).fidelity_score == 0.75  # no score: keeps 0.75
+    assert [v.tracking_id for v in repo.list_validations(sim.simulation_id)] == [second.tracking_id]
     with pytest.raises(ConflictError) as err:
-        repo.record_validation(stored)
+        repo.record_validation(_validation(sim))
+    assert err.value.code == "already_validated"
+    other = run_to_completion(repo, make_sim(model))
+    with pytest.raises(ConflictError) as err:
+        repo.record_validation(second.model_copy(update={"simulation_id": other.simulation_id}))
     assert err.value.code == "already_exists"
 
 

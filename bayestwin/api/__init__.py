@@ -20,9 +20,14 @@ list naming each field at fault (``field``, ``location``: body, query or path); 
 status follows the error's kind (:mod:`~bayestwin.api.problems`).
 
 Authentication: when an API key is configured (the ``api_key`` setting, i.e.
-``BAYESTWIN_API_KEY``), every endpoint asks for it in the ``X-API-Key`` header.
+``BAYESTWIN_API_KEY``), every request asks for it in the ``X-API-Key`` header: the
+endpoints and the documentation (``/openapi.json``, ``/docs``, ``/redoc``) alike. It is
+checked before the request is routed or its body read, so a request without it gets
+``401`` first. An empty key is refused when the app is built; unset it to serve
+without a key.
 
 * :mod:`~bayestwin.api.routes`: the endpoints and their wire models;
+* :mod:`~bayestwin.api.auth`: the API key and its check;
 * :mod:`~bayestwin.api.problems`: errors as problem details.
 
 Import rule: the API is a face. It imports :mod:`bayestwin.service`,
@@ -42,8 +47,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from bayestwin._version import __version__
+from bayestwin.api.auth import API_KEY_HEADER, ApiKeyMiddleware, resolve_api_key
 from bayestwin.api.problems import PROBLEM_JSON, install_handlers
-from bayestwin.api.routes import API_KEY_HEADER, PREFIX, build_router
+from bayestwin.api.routes import PREFIX, build_router
 from bayestwin.service import TwinService
 from bayestwin.settings import Settings, load_settings
 
@@ -93,22 +99,25 @@ def create_app(
         Settings for that service and for the API key (default
         :func:`~bayestwin.settings.load_settings`).
     api_key : str, optional
-        Key required in ``X-API-Key``; default the ``api_key`` setting. None (and no
-        setting): no key is asked for.
+        Key required in ``X-API-Key`` on every request; default the ``api_key``
+        setting. None (and no setting): no key is asked for.
 
     Returns
     -------
     FastAPI
         The app; run it with ``uvicorn`` or ``bayestwin serve``.
+
+    Raises
+    ------
+    InvalidInputError
+        With field ``api_key``, if the key is empty (e.g. ``BAYESTWIN_API_KEY=""``).
     """
     cfg = (
         settings
         if settings is not None
         else (service.settings if service is not None else load_settings())
     )
-    key = api_key
-    if key is None and cfg.api_key is not None:
-        key = cfg.api_key.get_secret_value() or None
+    key = resolve_api_key(api_key, cfg)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -137,6 +146,8 @@ def create_app(
     if service is not None:
         app.state.service = service
     install_handlers(app)
+    if key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=key)
     app.include_router(build_router(key))
     app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     return app

@@ -5,6 +5,12 @@ an HTTP status, a problem type and a title: by its ``code`` where the code has i
 entry in :data:`CODE_PROBLEMS`, else by its kind (:data:`KIND_PROBLEMS`). FastAPI's own
 request errors, pydantic's validation errors and HTTP errors get the same body, with
 an ``errors`` list naming each field at fault (``field``, ``location``).
+
+A body never quotes the request in full: FastAPI's request errors go through the same
+formatter as every other validation error (:func:`bayestwin.errors.field_problems`),
+which cuts a quoted value to a short prefix; the detail and each message are cut to
+:data:`bayestwin.errors.MESSAGE_LIMIT` characters and the list to
+:data:`bayestwin.errors.PROBLEM_LIMIT` fields.
 """
 
 from __future__ import annotations
@@ -21,11 +27,16 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bayestwin.errors import (
+    FIELD_LIMIT,
+    PROBLEM_LIMIT,
     BayesTwinError,
     ErrorKind,
+    FieldProblem,
     InvalidInputError,
+    clip,
     field_problems,
     from_validation_error,
+    summarize,
 )
 
 __all__ = [
@@ -37,6 +48,7 @@ __all__ = [
     "ProblemKind",
     "install_handlers",
     "problem_for",
+    "unauthorized",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,6 +144,14 @@ def _problem_response(
     )
 
 
+def unauthorized(request: Request, detail: str) -> JSONResponse:
+    """The ``401`` problem for a request without the right API key."""
+    slug, title = _HTTP_PROBLEMS[401]
+    return _problem_response(
+        request, 401, slug, title, detail, headers={"WWW-Authenticate": "ApiKey"}
+    )
+
+
 def _location(request: Request, field: str) -> str | None:
     """Where in the request a field is: its path, its query or (for a write) its body."""
     name = field.split(".", 1)[0]
@@ -161,16 +181,16 @@ def _error_response(request: Request, error: BayesTwinError) -> JSONResponse:
 def _request_fields(errors: list[Any]) -> list[ProblemField]:
     """FastAPI's request errors as fields; each location starts its error's ``loc``."""
     out = []
-    for err in errors:
+    for err in errors[:PROBLEM_LIMIT]:
         loc = list(err.get("loc", ()))
         location = str(loc[0]) if loc and loc[0] in _LOCATIONS else None
         (problem,) = field_problems([err], skip=1 if location else 0)
         field = location if problem.field == "(request)" and location else problem.field
         out.append(
             ProblemField(
-                field=field,
+                field=clip(field, FIELD_LIMIT),
                 location=location,
-                message=problem.message,
+                message=clip(problem.message),
                 type=problem.type or "value_error",
             )
         )
@@ -179,10 +199,16 @@ def _request_fields(errors: list[Any]) -> list[ProblemField]:
 
 async def _on_request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    fields = _request_fields(list(exc.errors()))
-    summary = "; ".join(f"{f.field}: {f.message}" for f in fields) or "invalid request"
+    errors = list(exc.errors())
+    fields = _request_fields(errors)
+    listed = [FieldProblem(f.field, f.message) for f in fields]
+    summary = summarize(listed) or "invalid request"
+    if len(errors) > len(fields):
+        summary += f" (and {len(errors) - len(fields)} more)"
     signal = KIND_PROBLEMS[ErrorKind.INVALID_INPUT]
-    return _problem_response(request, signal.status, signal.slug, signal.title, summary, fields)
+    return _problem_response(
+        request, signal.status, signal.slug, signal.title, clip(summary), fields
+    )
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:

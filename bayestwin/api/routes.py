@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, Security
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bayestwin.api.auth import API_KEY_HEADER, key_matches
 from bayestwin.api.problems import Problem
 from bayestwin.schemas import (
     FidelityResult,
     Page,
-    SimulateInterventionRequest,
     SimulationResult,
+    SimulationSubmission,
     TwinModelInfo,
     ValidateFidelityRequest,
 )
+from bayestwin.schemas.limits import BRAND_LENGTH, INTERVENTION_TYPE_LENGTH
 from bayestwin.service import TwinService
 from bayestwin.vocabulary import SimulationStatus, TwinType
 
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 PREFIX = "/api/v1/digital-twin"
-API_KEY_HEADER = "X-API-Key"
 MAX_OFFSET = 1_000_000_000
 MAX_LIMIT = 1000
 
@@ -41,14 +41,8 @@ MAX_LIMIT = 1000
 # -- wire models -------------------------------------------------------------------------
 
 
-class SimulateBody(SimulateInterventionRequest):
+class SimulateBody(SimulationSubmission):
     """Body of ``POST /simulate``: the tool's request plus the design it belongs to."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    experiment_design_id: str | None = Field(
-        None, max_length=255, description="Experiment design the simulation belongs to."
-    )
 
 
 class FidelitySummaryOut(BaseModel):
@@ -117,10 +111,7 @@ def _simulation_routes(router: APIRouter, auth: list[int]) -> None:
     )
     def simulate(body: SimulateBody, response: Response, service: ServiceDep) -> SimulationResult:
         """Start a simulation; poll ``GET /simulations/{id}`` for its result."""
-        request = SimulateInterventionRequest.model_validate(
-            body.model_dump(exclude={"experiment_design_id"})
-        )
-        row = service.submit(request, experiment_design_id=body.experiment_design_id)
+        row = service.submit(body.request(), experiment_design_id=body.experiment_design_id)
         response.headers["Location"] = f"{PREFIX}/simulations/{row.simulation_id}"
         if row.simulation_status is SimulationStatus.COMPLETED:
             response.status_code = 200
@@ -134,10 +125,10 @@ def _simulation_routes(router: APIRouter, auth: list[int]) -> None:
     )
     def list_simulations(
         service: ServiceDep,
-        brand: Annotated[str | None, Query(max_length=100)] = None,
+        brand: Annotated[str | None, Query(max_length=BRAND_LENGTH)] = None,
         twin_type: TwinType | None = None,
         status: SimulationStatus | None = None,
-        intervention_type: Annotated[str | None, Query(max_length=100)] = None,
+        intervention_type: Annotated[str | None, Query(max_length=INTERVENTION_TYPE_LENGTH)] = None,
         model_id: uuid.UUID | None = None,
         limit: Limit = 50,
         offset: Offset = 0,
@@ -184,7 +175,12 @@ def _validation_routes(router: APIRouter, auth: list[int]) -> None:
         The result is ``outcome`` when given, else the one registered for
         ``actual_experiment_id``.
         """
-        return service.validate(body.simulation_id, body.actual_experiment_id, outcome=body.outcome)
+        return service.validate(
+            body.simulation_id,
+            body.actual_experiment_id,
+            outcome=body.outcome,
+            replace=body.replace,
+        )
 
 
 def _model_routes(router: APIRouter, auth: list[int]) -> None:
@@ -196,7 +192,7 @@ def _model_routes(router: APIRouter, auth: list[int]) -> None:
     )
     def list_models(
         service: ServiceDep,
-        brand: Annotated[str | None, Query(max_length=100)] = None,
+        brand: Annotated[str | None, Query(max_length=BRAND_LENGTH)] = None,
         twin_type: TwinType | None = None,
         active_only: bool = False,
         limit: Limit = 50,
@@ -251,9 +247,11 @@ def build_router(api_key: str | None) -> APIRouter:
     """
 
     def check_key(key: ApiKey = None) -> None:
+        # the app's middleware checks first; this documents the key in the OpenAPI
+        # schema and guards the router where it is mounted without that middleware
         if api_key is None:
             return
-        if key is None or not hmac.compare_digest(key.encode(), api_key.encode()):
+        if not key_matches(key, api_key):
             raise StarletteHTTPException(
                 401,
                 detail=f"missing or wrong {API_KEY_HEADER} header",

@@ -84,7 +84,10 @@ Layout: :mod:`~bayestwin.calibration.stats` (interval hits, Wilson coverage, SBC
 NumPy and SciPy only), :mod:`~bayestwin.calibration.baselines` (with their GLM,
 :mod:`~bayestwin.calibration.glm`),
 :mod:`~bayestwin.calibration.worlds` (the world configurations and the run's settings),
+:mod:`~bayestwin.calibration.kinds` (world kinds: the model's own structure beside the
+panel processes it does not assume, reported per kind),
 :mod:`~bayestwin.calibration.run` (one world, many in parallel),
+:mod:`~bayestwin.calibration.pool` (worker processes that end with their parent),
 :mod:`~bayestwin.calibration.records` (the records of one world),
 :mod:`~bayestwin.calibration.summary`, :mod:`~bayestwin.calibration.markdown`,
 :mod:`~bayestwin.calibration.plots` and :mod:`~bayestwin.calibration.report` (JSON, CSVs
@@ -108,6 +111,7 @@ from bayestwin.calibration.baselines import (
     unit_data,
 )
 from bayestwin.calibration.glm import GlmFit, fit_glm
+from bayestwin.calibration.kinds import KIND_LABELS, WORLD_KINDS, draw_kind_configs, parse_kinds
 from bayestwin.calibration.markdown import to_markdown
 from bayestwin.calibration.plots import write_plots
 from bayestwin.calibration.report import read_run, write_report
@@ -123,6 +127,7 @@ from bayestwin.calibration.summary import (
     COVERAGE_TARGETS,
     MEDIAN_ERROR_TARGET,
     METHODS,
+    by_kind,
     summarize,
 )
 from bayestwin.calibration.worlds import (
@@ -134,16 +139,20 @@ from bayestwin.calibration.worlds import (
 
 __all__ = [
     "COVERAGE_TARGETS",
+    "KIND_LABELS",
     "MEDIAN_ERROR_TARGET",
     "METHODS",
+    "WORLD_KINDS",
     "BaselineEstimate",
     "CalibrationRun",
     "GlmFit",
     "RunSettings",
     "UnitData",
     "WorldConfig",
+    "by_kind",
     "complete_pooling_glm",
     "coverage_summary",
+    "draw_kind_configs",
     "draw_world_configs",
     "fit_glm",
     "interval_hits",
@@ -151,6 +160,7 @@ __all__ = [
     "naive_difference",
     "no_pooling_glm",
     "normal_hits",
+    "parse_kinds",
     "prior_effects",
     "rank_uniformity",
     "read_run",

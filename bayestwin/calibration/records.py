@@ -26,7 +26,7 @@ from bayestwin.core.power import directional_power, total_outcome_variance
 from bayestwin.schemas import SegmentEffect, SimulationResult
 from bayestwin.synthetic import GroundTruth, TrueEffect
 
-__all__ = ["WorldSample", "effect_record", "segment_records"]
+__all__ = ["WorldSample", "effect_record", "segment_records", "unit_treatment"]
 
 #: Baseline estimates of a world: ``{method: {type: {group: estimate}}}``.
 Baselines = dict[str, dict[str, dict[str, BaselineEstimate]]]
@@ -81,6 +81,18 @@ class WorldSample:
     diagnostics_passed: bool
 
 
+def unit_treatment(history: pd.DataFrame) -> pd.DataFrame:
+    """Per unit: its intervention type, intensity and segment when it is treated.
+
+    A unit's first treated row (its first row if it is never treated), so that a unit
+    that starts mid-history, or goes on and off, counts as treated with its type.
+    """
+    cols = ["intervention_type", "intensity", "segment"]
+    on = history["intensity"].to_numpy(dtype=float) > 0
+    ordered = history.assign(_off=~on).sort_values(["_off", "period"], kind="stable")
+    return ordered.groupby("unit_id", sort=True)[cols].first()
+
+
 def _ess(draws: np.ndarray, chains: int) -> float:
     """Bulk ESS of ATE draws stored chain after chain."""
     import arviz as az
@@ -132,6 +144,7 @@ def _base_record(ws: WorldSample, kind: str, true_eff: TrueEffect, floor: float)
     at_intensity = np.isclose(ws.treated_units["intensity"], ws.run.intensity)
     return {
         "world_id": config.world_id,
+        "kind": config.kind,
         "family": config.family,
         "twin_type": config.twin_type,
         "confounded": config.confounded,
@@ -262,6 +275,7 @@ def _segment_record(
     kind_units = ws.treated_units["intervention_type"] == kind
     rec: dict[str, Any] = {
         "world_id": config.world_id,
+        "kind": config.kind,
         "family": config.family,
         "confounded": config.confounded,
         "assignment": config.assignment,

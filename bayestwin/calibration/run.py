@@ -9,11 +9,8 @@ so worlds can run in other processes (:func:`run_calibration`).
 
 from __future__ import annotations
 
-import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +26,14 @@ from bayestwin.calibration.baselines import (
     no_pooling_glm,
     unit_data,
 )
-from bayestwin.calibration.records import Baselines, WorldSample, effect_record, segment_records
+from bayestwin.calibration.pool import quiet_process, run_in_processes
+from bayestwin.calibration.records import (
+    Baselines,
+    WorldSample,
+    effect_record,
+    segment_records,
+    unit_treatment,
+)
 from bayestwin.calibration.worlds import RunSettings, WorldConfig
 from bayestwin.settings import Settings
 from bayestwin.synthetic import SyntheticTwinData
@@ -100,6 +104,7 @@ def _draw_history(config: WorldConfig) -> SyntheticTwinData:
         confounding=config.confounding,
         segment_concentration=config.segment_concentration,
         random_seed=config.seed,
+        **config.panel_arguments(),
     )
 
 
@@ -211,9 +216,7 @@ def _world_sample(
         twins=twins,
         segments=seg_names,
         segment_masks=seg_masks,
-        treated_units=sd.data.groupby("unit_id")[
-            ["intervention_type", "intensity", "segment"]
-        ].first(),
+        treated_units=unit_treatment(sd.data),
         segment_sizes=population["segment"].value_counts(),
         population_size=len(population),
         baselines=baselines,
@@ -255,7 +258,9 @@ def _run_world(
     sd = _draw_history(config)
     numeric = _visible_features(config, sd, world)
     model = _fit(config, run, sd, numeric, world)
-    data = unit_data(sd.data, numeric, sd.categorical_features) if run.baselines else None
+    # the baselines read one treatment per unit: none where it changes within a unit
+    with_baselines = run.baselines and config.treatment_fixed
+    data = unit_data(sd.data, numeric, sd.categorical_features) if with_baselines else None
     # every type is simulated on the same twins (same seed), so that the baselines are
     # fitted once per world and all methods average over the same units
     known = model.posterior.intervention_types
@@ -310,19 +315,8 @@ class CalibrationRun:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _init_worker() -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    import logging
-
-    for name in ("pymc", "pytensor", "nutpie", "bayestwin"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.simplefilter("ignore")
-
-
-def _run_world_quiet(config: WorldConfig, run: RunSettings) -> dict[str, Any]:
-    _init_worker()
-    return run_world(config, run)
+def _run_world_args(args: tuple[WorldConfig, RunSettings]) -> dict[str, Any]:
+    return run_world(*args)
 
 
 def run_calibration(
@@ -352,21 +346,19 @@ def run_calibration(
     run = run if run is not None else RunSettings()
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
-    if workers <= 1:
-        for cfg in configs:
-            results.append(_run_world_quiet(cfg, run))
-            if progress is not None:
-                progress(len(results), len(configs), results[-1]["world"])
-    else:
-        import multiprocessing as mp
+    args = [(cfg, run) for cfg in configs]
 
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_run_world_quiet, cfg, run) for cfg in configs]
-            for fut in as_completed(futures):
-                results.append(fut.result())
-                if progress is not None:
-                    progress(len(results), len(configs), results[-1]["world"])
+    def report(result: dict[str, Any]) -> None:
+        results.append(result)
+        if progress is not None:
+            progress(len(results), len(configs), result["world"])
+
+    if workers <= 1:
+        quiet_process()
+        for item in args:
+            report(_run_world_args(item))
+    else:
+        run_in_processes(_run_world_args, args, workers=workers, on_result=report)
     results.sort(key=lambda r: r["world"]["world_id"])
     return CalibrationRun(
         worlds=pd.DataFrame([r["world"] for r in results]),

@@ -4,6 +4,16 @@
 errors and decision quality by assignment, the breakdowns (family, effect design, true
 lift, type frequency, segment size), sample-size adequacy, the SBC test and the sampler
 diagnostics; the rules are in :mod:`bayestwin.calibration`.
+
+**By world kind** (:mod:`bayestwin.calibration.kinds`), each kind apart: 80% and 95%
+coverage with Wilson intervals, the median relative error, the *sd ratio* and the share
+of fits that pass the diagnostics gate, with coverage on the gate-passing fits apart.
+The sd ratio is ``sqrt(mean(sd**2)) / sqrt(mean(error**2))``, the posterior sd of the
+ATE over the root mean square of its actual error (estimate minus truth), both in lift
+points (divided by the true control mean) so that worlds of different scales pool: 1
+for honest intervals, below 1 for overconfident ones. ``rms_z``, the root mean square
+of ``error / sd``, is its per-world cousin (1 when honest). When the records have
+several kinds, every other section reads the ``in_model`` worlds only.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ __all__ = [
     "MEDIAN_ERROR_TARGET",
     "METHODS",
     "SPEC_ERROR_TARGET",
+    "by_kind",
     "methods_in",
     "summarize",
     "with_assignment",
@@ -268,6 +279,95 @@ def _diagnostics(eff: pd.DataFrame, worlds: pd.DataFrame, random: pd.DataFrame) 
     }
 
 
+def _spread_fields(frame: pd.DataFrame) -> dict[str, float | None]:
+    """The sd ratio and the root mean square z of the twin model's ATE (module docstring)."""
+    need = ("twin_sd", "twin_ate", "true_ate", "true_control_mean")
+    if frame.empty or any(c not in frame for c in need):
+        return {"sd_ratio": None, "rms_z": None}
+    scale = frame["true_control_mean"].abs().to_numpy(dtype=float)
+    sd = frame["twin_sd"].to_numpy(dtype=float) / scale
+    err = (frame["twin_ate"] - frame["true_ate"]).to_numpy(dtype=float) / scale
+    ok = np.isfinite(sd) & np.isfinite(err) & (sd > 0)
+    if not ok.any():
+        return {"sd_ratio": None, "rms_z": None}
+    rms_err = float(np.sqrt(np.mean(err[ok] ** 2)))
+    return {
+        "sd_ratio": float(np.sqrt(np.mean(sd[ok] ** 2))) / rms_err if rms_err > 0 else None,
+        "rms_z": float(np.sqrt(np.mean((err[ok] / sd[ok]) ** 2))),
+    }
+
+
+def _kind_figures(frame: pd.DataFrame) -> dict[str, Any]:
+    """The twin model's figures over one set of (world, type) records."""
+    if frame.empty:
+        frame = pd.DataFrame(
+            columns=["diagnostics_passed", "twin_hit_0.8", "twin_hit_0.95", "twin_rel_error"]
+        )
+    passed = frame["diagnostics_passed"].astype(bool)
+    gate = coverage_summary(passed.to_numpy(dtype=float))
+    levels = ("0.8", "0.95")
+    return {
+        "n": len(frame),
+        "coverage": {
+            lv: coverage_summary(frame[f"twin_hit_{lv}"].to_numpy(float)) for lv in levels
+        },
+        "median_rel_error": _quantiles(frame["twin_rel_error"])["median"],
+        **_spread_fields(frame),
+        "gate_passed": gate,
+        "coverage_gate_passed": {
+            lv: coverage_summary(frame.loc[passed, f"twin_hit_{lv}"].to_numpy(float))
+            for lv in levels
+        },
+    }
+
+
+def by_kind(effects: pd.DataFrame, worlds: pd.DataFrame) -> dict[str, Any]:
+    """The twin model (and baselines) per world kind, each kind apart.
+
+    Parameters
+    ----------
+    effects, worlds : DataFrame
+        A run's records, with a ``kind`` column.
+
+    Returns
+    -------
+    dict
+        ``{kind: {"n_worlds", "n_failed", "families", "median_min_ess_bulk",
+        "primary", "all_types", "baselines"}}`` in the order of
+        :data:`~bayestwin.calibration.kinds.WORLD_KINDS`; ``primary`` and ``all_types``
+        are :func:`_kind_figures` of one target per world and of every type.
+    """
+    from bayestwin.calibration.kinds import WORLD_KINDS
+
+    seen = [k for k in WORLD_KINDS if (worlds["kind"] == k).any()]
+    seen += sorted(set(worlds["kind"].astype(str)) - set(seen))
+    methods = [m for m in methods_in(effects) if m != "twin"]
+    out: dict[str, Any] = {}
+    for kind in seen:
+        w = worlds[worlds["kind"] == kind]
+        failed = w["error"].notna() if "error" in w else pd.Series(False, index=w.index)
+        eff = effects[effects["kind"] == kind] if "kind" in effects else effects.iloc[:0]
+        primary = eff[eff["primary"].astype(bool)] if len(eff) else eff
+        ok = w[~failed]
+        out[kind] = {
+            "n_worlds": int(len(w)),
+            "n_failed": int(failed.sum()),
+            "families": ok["family"].value_counts().sort_index().to_dict(),
+            "median_min_ess_bulk": float(ok["min_ess_bulk"].median()) if len(ok) else None,
+            "primary": _kind_figures(primary),
+            "all_types": _kind_figures(eff),
+            "baselines": {
+                m: {
+                    "estimable": int(np.isfinite(primary[f"{m}_ate"].to_numpy(float)).sum()),
+                    "coverage_0.95": coverage_summary(primary[f"{m}_hit_0.95"].to_numpy(float)),
+                    "median_rel_error": _quantiles(primary[f"{m}_rel_error"])["median"],
+                }
+                for m in methods
+            },
+        }
+    return out
+
+
 def summarize(run: CalibrationRun) -> dict[str, Any]:
     """The calibration report as a JSON-ready dict.
 
@@ -283,11 +383,19 @@ def summarize(run: CalibrationRun) -> dict[str, Any]:
         ``all_types``, ``by_family``, ``by_effect_design``, ``by_true_lift``,
         ``by_type_frequency``, ``by_segment_size``, ``engine_decisions``,
         ``sample_size``, ``sbc``, ``diagnostics``. Groups are the assignments
-        ``random``, ``confounded_observed`` and ``confounded_hidden``.
+        ``random``, ``confounded_observed`` and ``confounded_hidden``. With world
+        kinds, ``by_kind`` too (:func:`by_kind`), and the rest reads the ``in_model``
+        worlds only.
     """
     eff = with_assignment(run.effects)
     worlds = with_assignment(run.worlds)
     out: dict[str, Any] = {"meta": _meta(run, worlds)}
+    if "kind" in worlds and not worlds.empty:
+        out["by_kind"] = by_kind(eff, worlds)
+        if worlds["kind"].nunique() > 1:
+            # the sections below are about the worlds shaped like the model
+            worlds = worlds[worlds["kind"] == "in_model"]
+            eff = eff[eff["kind"] == "in_model"] if "kind" in eff else eff
     if eff.empty:
         out["acceptance"] = {}
         return out

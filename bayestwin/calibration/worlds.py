@@ -101,6 +101,13 @@ class WorldConfig:
         Withhold from the model and the baselines the numeric feature that moves the
         baseline most (largest ``|beta|``): with ``confounding > 0`` assignment then
         depends on something no method sees, and ignorability fails.
+    kind : str
+        The world kind (:data:`bayestwin.calibration.kinds.WORLD_KINDS`); ``in_model``
+        for the worlds of :func:`draw_world_configs`.
+    unit_icc, adoption, min_pre_periods, trend, season_amplitude, timing_confounding, \
+threshold_effect, threshold_at, noise_df
+        The generator's panel options (:class:`bayestwin.synthetic.panel.PanelOptions`);
+        their defaults leave them off.
     """
 
     world_id: int
@@ -125,6 +132,35 @@ class WorldConfig:
     confounding: float
     primary_type: int
     hidden_confounder: bool = False
+    kind: str = "in_model"
+    unit_icc: float = 0.0
+    adoption: str = "fixed"
+    min_pre_periods: int = 2
+    trend: float = 0.0
+    season_amplitude: float = 0.0
+    timing_confounding: float = 0.0
+    threshold_effect: float = 0.0
+    threshold_at: float = 0.0
+    noise_df: float | None = None
+
+    @property
+    def treatment_fixed(self) -> bool:
+        """Whether every unit keeps its treatment in every period."""
+        return self.adoption == "fixed"
+
+    def panel_arguments(self) -> dict[str, Any]:
+        """The generator's panel options of this world (keyword arguments)."""
+        return {
+            "unit_icc": self.unit_icc,
+            "adoption": self.adoption,
+            "min_pre_periods": self.min_pre_periods,
+            "trend": self.trend,
+            "season_amplitude": self.season_amplitude,
+            "timing_confounding": self.timing_confounding,
+            "threshold_effect": self.threshold_effect,
+            "threshold_at": self.threshold_at,
+            "noise_df": self.noise_df,
+        }
 
     @property
     def confounded(self) -> bool:

@@ -4,6 +4,10 @@ Each ``cmd_*`` function takes the parsed arguments and the output and message st
 and returns the exit status. A mistake in the arguments raises
 :class:`~bayestwin.errors.InvalidInputError`; :func:`bayestwin.cli.main` turns it (and
 every other :class:`~bayestwin.errors.BayesTwinError`) into one line and an exit status.
+
+The arguments of a request go through the same request schema as the agent tools and
+the REST API (:mod:`bayestwin.schemas.requests`), so that every face accepts and
+refuses the same values.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
+from pydantic import TypeAdapter, ValidationError
 
 from bayestwin.cli.text import (
     models_text,
@@ -24,7 +29,14 @@ from bayestwin.cli.text import (
 )
 from bayestwin.demo import demo_text, run_demo
 from bayestwin.errors import InvalidInputError, UnavailableError
-from bayestwin.schemas import ExperimentOutcome, SimulateInterventionRequest
+from bayestwin.schemas import (
+    ExperimentOutcome,
+    FitRequest,
+    RandomSeed,
+    RegisterExperimentRequest,
+    SimulationSubmission,
+    ValidateFidelityRequest,
+)
 from bayestwin.service import TwinService
 from bayestwin.settings import Settings, load_settings
 from bayestwin.vocabulary import TwinType
@@ -153,11 +165,26 @@ def _outcome_arg(args: argparse.Namespace) -> ExperimentOutcome | pd.DataFrame |
     return None
 
 
+_SEED = TypeAdapter(RandomSeed)
+
+
+def _check_seed(seed: int) -> None:
+    """Refuse a ``--seed`` that the requests would refuse (``0 <= seed <= 2**63 - 1``)."""
+    try:
+        _SEED.validate_python(seed)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        raise InvalidInputError(
+            f"invalid --seed: random_seed: {reason}", field="random_seed"
+        ) from None
+
+
 # -- the subcommands ---------------------------------------------------------------------
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``bayestwin demo``: the end-to-end demo on synthetic data, with its report."""
+    _check_seed(args.seed)
 
     def progress(line: str) -> None:
         err.write(line + "\n")
@@ -176,6 +203,14 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``bayestwin fit``: fit a model on a history file and register it."""
+    FitRequest.model_validate(
+        {
+            "brand": args.brand,
+            "twin_type": args.twin_type,
+            "model_name": args.name,
+            "random_seed": args.seed,
+        }
+    )
     history = _read_frame(args.history)
     twin_type = TwinType(args.twin_type)
     features: dict[str, list[str] | None] = {"numeric_features": None, "categorical_features": None}
@@ -232,7 +267,7 @@ def cmd_activate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``bayestwin simulate``: simulate an intervention on the active model's twins."""
-    request = SimulateInterventionRequest.model_validate(
+    submission = SimulationSubmission.model_validate(
         {
             "intervention_type": args.intervention,
             "intervention_config": _intervention_config(args),
@@ -241,10 +276,13 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "twin_count": args.twins,
             "confidence_level": args.confidence,
             "random_seed": args.seed,
+            "experiment_design_id": args.experiment_design_id,
         }
     )
     with _service(args) as service:
-        result = service.simulate(request, experiment_design_id=args.experiment_design_id)
+        result = service.simulate(
+            submission.request(), experiment_design_id=submission.experiment_design_id
+        )
     if args.json:
         print_json(result, out)
     else:
@@ -266,8 +304,11 @@ def cmd_register_experiment(args: argparse.Namespace, out: TextIO, err: TextIO) 
             outcome = service.outcome_from_frame(
                 outcome, family=args.family, actual_experiment_id=args.experiment_id
             )
+        request = RegisterExperimentRequest(
+            actual_experiment_id=args.experiment_id, outcome=outcome
+        )
         stored = service.register_experiment_result(
-            args.experiment_id, outcome, overwrite=args.overwrite
+            request.actual_experiment_id, request.outcome, overwrite=args.overwrite
         )
     if args.json:
         print_json(stored, out)
@@ -282,9 +323,21 @@ def cmd_register_experiment(args: argparse.Namespace, out: TextIO, err: TextIO) 
 def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``bayestwin validate``: compare a simulation with its real experiment's result."""
     outcome = _outcome_arg(args)
+    request = ValidateFidelityRequest.model_validate(
+        {
+            "simulation_id": args.simulation_id,
+            "actual_experiment_id": args.experiment_id,
+            "outcome": outcome if isinstance(outcome, ExperimentOutcome) else None,
+            "replace": args.replace,
+        }
+    )
     with _service(args) as service:
         result = service.validate(
-            args.simulation_id, args.experiment_id, outcome=outcome, family=args.family
+            request.simulation_id,
+            request.actual_experiment_id,
+            outcome=outcome if isinstance(outcome, pd.DataFrame) else request.outcome,
+            family=args.family,
+            replace=request.replace,
         )
     if args.json:
         print_json(result, out)

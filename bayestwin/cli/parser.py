@@ -107,6 +107,7 @@ def _add_experiments(add: Adder) -> None:
     p.add_argument("--outcome", help="ExperimentOutcome as JSON (or @file)")
     p.add_argument("--experiment-csv", help="one row per unit: arm, outcome")
     p.add_argument("--family", help="outcome family of --experiment-csv")
+    p.add_argument("--replace", action="store_true", help="replace an earlier validation")
 
 
 def _add_listings(add: Adder) -> None:

@@ -158,7 +158,8 @@ def directional_power(
     sign = 1.0 if direction >= 0 else -1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = sign * eff * np.sqrt(nn / var)
-    snr = np.where(var > 0, snr, np.sign(sign * eff) * np.inf)
+        # no variance: certain power for a non-zero effect, undefined (nan) for a zero one
+        snr = np.where(var > 0, snr, np.sign(sign * eff) * np.inf)
     return np.asarray(special.ndtr(snr - z))
 
 

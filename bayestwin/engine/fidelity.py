@@ -54,7 +54,7 @@ from bayestwin.core.grading import (
 from bayestwin.core.intervals import INTERVAL_LEVELS, z_two_sided
 from bayestwin.core.outcomes import outcome_from_frame, outcome_standard_error
 from bayestwin.core.predictive import ATEPredictive, level_key, observed_ate_se
-from bayestwin.errors import InvalidInputError
+from bayestwin.errors import FieldProblem, InvalidInputError
 from bayestwin.schemas import ExperimentOutcome, FidelityResult, SimulationResult, utcnow
 from bayestwin.vocabulary import FidelityGrade
 
@@ -86,6 +86,24 @@ def _posterior_draws(simulation: SimulationResult) -> tuple[NDArray[np.float64],
     if lo is not None and hi is not None:
         sd = (hi - lo) / (2.0 * z_two_sided(simulation.confidence_level))
     return np.array([simulation.simulated_ate]), float(sd)
+
+
+def _too_extreme(real: float, se: float) -> InvalidInputError:
+    """The error for a real result whose comparison with a simulation overflows."""
+    message = (
+        f"the real result (actual_ate {real:.6g}, standard error {se:.3g}) is too extreme "
+        "to compare with the simulation: the comparison is not a finite number"
+    )
+    return InvalidInputError(
+        message,
+        field="actual_ate",
+        problems=[
+            FieldProblem("actual_ate", message),
+            FieldProblem(
+                "actual_se", "with actual_ate, this standard error (given or from the CI) overflows"
+            ),
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -280,6 +298,30 @@ class FidelityTracker:
         denom = math.sqrt(var_sim + self.sampling_se(simulation, outcome) ** 2)
         return (float(draws.mean()) - real) / denom if denom > 0.0 else None
 
+    def _predictive_numbers(
+        self, simulation: SimulationResult, outcome: ExperimentOutcome, real: float, se: float
+    ) -> tuple[float | None, float, dict[str, tuple[float, float]]]:
+        """The standardized error, the PIT and the predictive intervals of ``real``.
+
+        Raises
+        ------
+        InvalidInputError
+            Naming ``actual_ate`` and ``actual_se``, if the real result is so extreme
+            that one of them is not a finite number (e.g. ATE 1e308 with SE 1e-300).
+        """
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                pred = self.predictive(simulation, outcome)
+                z = self._standardized_error(simulation, outcome, real)
+                pit = float(np.clip(pred.pit(real), 0.0, 1.0))
+                intervals = {level_key(lv): pred.interval(lv) for lv in self.levels}
+        except (OverflowError, FloatingPointError, ZeroDivisionError):
+            raise _too_extreme(real, se) from None
+        numbers = [se, pit, *(b for bounds in intervals.values() for b in bounds)]
+        if not all(math.isfinite(v) for v in numbers) or (z is not None and not math.isfinite(z)):
+            raise _too_extreme(real, se)
+        return z, pit, intervals
+
     def _compare(
         self,
         simulation: SimulationResult,
@@ -292,7 +334,7 @@ class FidelityTracker:
         sim_ate = float(simulation.simulated_ate)
         real = float(outcome.actual_ate)
         se = outcome_standard_error(outcome)
-        pred = self.predictive(simulation, outcome)
+        z, pit, intervals = self._predictive_numbers(simulation, outcome, real, se)
 
         control_mean = (
             outcome.control_mean if outcome.control_mean is not None else simulation.control_mean
@@ -304,10 +346,9 @@ class FidelityTracker:
         )
         floor = error_floor(control_mean=control_mean, min_effect_threshold=threshold, actual_se=se)
         error = prediction_error(sim_ate, real, floor)
+        if not math.isfinite(error):
+            raise _too_extreme(real, se)
         grade = grade_prediction_error(error)
-        z = self._standardized_error(simulation, outcome, real)
-        pit = float(np.clip(pred.pit(real), 0.0, 1.0))
-        intervals = {level_key(lv): pred.interval(lv) for lv in self.levels}
         hits = {k: bool(lo <= real <= hi) for k, (lo, hi) in intervals.items()}
 
         notes = (

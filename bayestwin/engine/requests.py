@@ -20,7 +20,15 @@ from bayestwin.errors import InvalidInputError
 from bayestwin.model.fitted import FittedTwinModel
 from bayestwin.schemas import InterventionConfig
 
-__all__ = ["CheckedRequest", "check_request"]
+__all__ = ["INTENSITY_RANGE_FACTOR", "CheckedRequest", "allowed_intensity", "check_request"]
+
+#: How far above the history's largest intensity a request may go. The dose response
+#: is fitted on the history's intensities and extrapolated beyond them; up to this
+#: multiple of the largest one the extrapolation is still a (saturating) statement
+#: about the model, far above it the answer is the saturation level whatever the
+#: number, so :func:`check_request` refuses it (``intervention_config.intensity``,
+#: ``dose_grid``) instead of simulating it.
+INTENSITY_RANGE_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -43,8 +51,40 @@ def _is_int(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | np.integer)
 
 
+def allowed_intensity(model: FittedTwinModel) -> float:
+    """The largest intensity a simulation on ``model`` may ask for.
+
+    Parameters
+    ----------
+    model : FittedTwinModel
+        The model.
+
+    Returns
+    -------
+    float
+        :data:`INTENSITY_RANGE_FACTOR` times the history's largest intensity, or
+        infinity when the model records none (``max_intensity`` None).
+    """
+    top = model.max_intensity
+    if top is None or not math.isfinite(top) or top <= 0:
+        return math.inf
+    return INTENSITY_RANGE_FACTOR * float(top)
+
+
+def _range_error(model: FittedTwinModel, what: str, value: float, field: str) -> InvalidInputError:
+    top = allowed_intensity(model)
+    return InvalidInputError(
+        f"{what} {value:.6g} is outside the allowed range [0, {top:.6g}]: at most "
+        f"{INTENSITY_RANGE_FACTOR:g} x the largest intensity in the model's history "
+        f"({model.max_intensity:.6g})",
+        field=field,
+    )
+
+
 def _config(
-    intervention_type: str, config: InterventionConfig | Mapping[str, Any] | None
+    model: FittedTwinModel,
+    intervention_type: str,
+    config: InterventionConfig | Mapping[str, Any] | None,
 ) -> InterventionConfig:
     if config is None:
         cfg = InterventionConfig()
@@ -63,6 +103,8 @@ def _config(
             f"intensity must be finite and >= 0, got {cfg.intensity}",
             field="intervention_config.intensity",
         )
+    if cfg.intensity > allowed_intensity(model):
+        raise _range_error(model, "intensity", cfg.intensity, "intervention_config.intensity")
     return cfg.model_copy(update={"intervention_type": intervention_type})
 
 
@@ -82,7 +124,10 @@ def _twin_count(twin_count: object, *, max_twin_count: int, default_twin_count: 
 
 
 def _check_options(
-    confidence_level: float, random_seed: int | None, dose_grid: Sequence[float] | None
+    model: FittedTwinModel,
+    confidence_level: float,
+    random_seed: int | None,
+    dose_grid: Sequence[float] | None,
 ) -> None:
     if not (isinstance(confidence_level, float | int) and 0.0 < confidence_level < 1.0):
         raise InvalidInputError(
@@ -100,6 +145,8 @@ def _check_options(
             raise InvalidInputError(
                 f"dose_grid intensities must be finite and >= 0, got {grid}", field="dose_grid"
             )
+        if grid.size and grid.max() > allowed_intensity(model):
+            raise _range_error(model, "dose_grid intensity", float(grid.max()), "dose_grid")
 
 
 def check_request(
@@ -123,9 +170,9 @@ def check_request(
     intervention_type : str
         Must be known to the model.
     intervention_config : InterventionConfig or mapping, optional
-        Intensity (finite, >= 0) and target filters (each must name a column of the
-        model's population and, together, match some unit); its
-        ``intervention_type``, when set, must equal ``intervention_type``.
+        Intensity (finite, >= 0, at most :func:`allowed_intensity`) and target filters
+        (each must name a column of the model's population and, together, match some
+        unit); its ``intervention_type``, when set, must equal ``intervention_type``.
     twin_count : int, optional
         In ``[1, max_twin_count]``; None means ``default_twin_count``.
     confidence_level : float
@@ -133,7 +180,7 @@ def check_request(
     random_seed : int, optional
         Non-negative.
     dose_grid : sequence of float, optional
-        Finite intensities >= 0.
+        Finite intensities >= 0, at most :func:`allowed_intensity`.
     max_twin_count, default_twin_count : int
         The twin-count limit and default (from the settings).
 
@@ -161,11 +208,11 @@ def check_request(
         model.posterior.type_index(intervention_type)
     except ValueError as exc:
         raise InvalidInputError(str(exc), field="intervention_type") from None
-    cfg = _config(intervention_type, intervention_config)
+    cfg = _config(model, intervention_type, intervention_config)
     count = _twin_count(
         twin_count, max_twin_count=max_twin_count, default_twin_count=default_twin_count
     )
-    _check_options(confidence_level, random_seed, dose_grid)
+    _check_options(model, confidence_level, random_seed, dose_grid)
     if cfg.target:
         try:
             eligible_mask(model.population, cfg.target)

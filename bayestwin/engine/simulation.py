@@ -304,17 +304,20 @@ class SimulationEngine:
             unit_ids=cache.unit_ids,
         )
         others = sorted({float(v) for v in grid} - {float(cfg.intensity)})
-        draws = effect_draws(
-            model.posterior,
-            cache.encoded.take(twins.unique_rows),
-            str(cfg.intervention_type),
-            [cfg.intensity, *others],
-            weights=twins.counts,
-            batch_size=self.settings.batch_size,
-            dtype=self.dtype,
-            blas_threads=self.blas_threads,
-            threads=self.threads,
-        )
+        # rate * s may overflow to inf for a huge intensity on a model that records no
+        # intensity range; exp(-inf) = 0 is then the dose response's exact limit
+        with np.errstate(over="ignore"):
+            draws = effect_draws(
+                model.posterior,
+                cache.encoded.take(twins.unique_rows),
+                str(cfg.intervention_type),
+                [cfg.intensity, *others],
+                weights=twins.counts,
+                batch_size=self.settings.batch_size,
+                dtype=self.dtype,
+                blas_threads=self.blas_threads,
+                threads=self.threads,
+            )
         return twins, draws
 
     def _summarise(

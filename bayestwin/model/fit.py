@@ -7,6 +7,13 @@ arrays with the population and the provenance (:mod:`bayestwin.model.io`). nutpi
 default backend, is called directly with its compiled numba model; numpyro and PyMC's
 own NUTS go through ``pm.sample``. :func:`fit_all` fits every (brand, twin type) of a
 history.
+
+Reproducibility: with the nutpie backend, a fit with a ``random_seed`` gives
+bit-identical posterior draws for the same history and spec, on the same machine and
+package versions, whatever the number of cores, the hash seed (``PYTHONHASHSEED``) and
+whether pytensor's compile cache is empty or full (the log density is compiled without
+fast-math, :data:`REPRODUCIBLE_FLAGS`). Other package versions or another CPU may give
+other draws; ``random_seed=None`` draws a fresh seed.
 """
 
 from __future__ import annotations
@@ -28,7 +35,16 @@ from bayestwin.model.pymc_model import build_design, build_pymc_model
 from bayestwin.model.spec import SamplerSettings, TwinModelSpec
 from bayestwin.vocabulary import TwinType
 
-__all__ = ["TwinGenerator", "fit_all"]
+__all__ = ["REPRODUCIBLE_FLAGS", "TwinGenerator", "fit_all"]
+
+#: pytensor settings in force while a model is compiled and sampled. With fast-math on
+#: (pytensor's default), LLVM may reassociate and contract floating-point operations
+#: differently in a function compiled from scratch and in the same function loaded
+#: from pytensor's on-disk numba cache, where the pieces are linked without inlining:
+#: the log density then differs in its last bits, and NUTS, a chaotic map, turns that
+#: into different draws (the first fit after the cache was emptied disagreed with every
+#: later fit of the same seed). Strict IEEE arithmetic gives one answer either way.
+REPRODUCIBLE_FLAGS: dict[str, Any] = {"numba__fastmath": False}
 
 
 class TwinGenerator:
@@ -112,11 +128,25 @@ class TwinGenerator:
             ),
             trace=trace if keep_trace else None,
             override_diagnostics=override_diagnostics,
+            max_intensity=float(df[spec.intensity_column].max()),
         )
 
 
 def _sample(model: Any, smp: SamplerSettings) -> Any:
-    """Run NUTS with the chosen backend and return the ``DataTree``."""
+    """Run NUTS with the chosen backend and return the ``DataTree``.
+
+    The log density is compiled with strict IEEE arithmetic (pytensor's
+    ``numba__fastmath`` off), so that a seeded fit gives the same draws whether its
+    functions were compiled now or loaded from pytensor's on-disk cache (see
+    :data:`REPRODUCIBLE_FLAGS`).
+    """
+    import pytensor
+
+    with pytensor.config.change_flags(**REPRODUCIBLE_FLAGS):
+        return _sample_with(model, smp)
+
+
+def _sample_with(model: Any, smp: SamplerSettings) -> Any:
     if smp.backend == "nutpie":
         import nutpie
 

@@ -85,6 +85,11 @@ class FittedTwinModel:
         The full ``xarray.DataTree`` of the fit, when kept.
     override_diagnostics : bool
         When True the model may serve even though its diagnostics failed.
+    max_intensity : float, optional
+        The largest intensity in the history the model was fitted on; the simulation
+        requests refuse intensities far above it
+        (:data:`~bayestwin.engine.requests.INTENSITY_RANGE_FACTOR`). None when unknown
+        (a model built by hand, or saved before it was recorded).
     """
 
     brand: str
@@ -97,6 +102,7 @@ class FittedTwinModel:
     provenance: dict[str, Any] = field(default_factory=dict)
     trace: Any = None
     override_diagnostics: bool = False
+    max_intensity: float | None = None
 
     @property
     def fit_for_use(self) -> bool:

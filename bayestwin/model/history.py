@@ -98,7 +98,7 @@ def _select(history: pd.DataFrame, spec: TwinModelSpec) -> pd.DataFrame:
 
 
 def _check_values(df: pd.DataFrame, spec: TwinModelSpec) -> None:
-    """Refuse missing, non-numeric or infinite values, bad intensities and outcomes."""
+    """Refuse missing or bad values, bad intensities and outcomes, repeated periods."""
     for col in df.columns:
         if col == spec.intervention_column:
             continue
@@ -118,6 +118,7 @@ def _check_values(df: pd.DataFrame, spec: TwinModelSpec) -> None:
             raise _invalid(f"column {col!r} has infinite values", col)
     _check_treatment(df, spec)
     _check_outcome(df, spec)
+    _check_periods(df, spec)
 
 
 def _check_treatment(df: pd.DataFrame, spec: TwinModelSpec) -> None:
@@ -149,6 +150,25 @@ def _check_outcome(df: pd.DataFrame, spec: TwinModelSpec) -> None:
             f"outcome {spec.outcome!r} must hold non-negative integers for family {spec.family!r}",
             spec.outcome,
         )
+
+
+def _check_periods(df: pd.DataFrame, spec: TwinModelSpec) -> None:
+    """Refuse a unit that has two rows for one period (the first few offenders named)."""
+    if not spec.period_column:
+        return
+    keys = [spec.unit_column, spec.period_column]
+    dup = df.loc[df.duplicated(keys, keep="first"), keys].drop_duplicates()
+    if dup.empty:
+        return
+    first = dup.head(5)
+    pairs = zip(first[spec.unit_column].tolist(), first[spec.period_column].tolist(), strict=True)
+    shown = "; ".join(f"unit {u!r} period {p!r}" for u, p in pairs)
+    more = f" (and {len(dup) - 5} more)" if len(dup) > 5 else ""
+    raise _invalid(
+        f"{len(dup)} (unit, period) pair(s) appear more than once: {shown}{more}; "
+        f"each unit needs at most one row per {spec.period_column!r}",
+        spec.period_column,
+    )
 
 
 def collapse_history(

@@ -2,7 +2,10 @@
 
 A saved model is a directory: ``posterior.npz`` (the arrays), ``trace.nc`` (the full
 ``DataTree``, when kept), ``population.parquet``, ``spec.json`` and ``metadata.json``
-(format version, bayestwin version, spec hash, encoder, diagnostics, provenance).
+(format version, bayestwin version, spec hash, encoder, diagnostics, provenance, the
+history's largest intensity). ``max_intensity`` is optional on reading: metadata written
+without it loads with ``max_intensity=None`` (no intensity range check), so adding it
+did not change the format version.
 :func:`load_model` refuses a directory written in another format, by another bayestwin
 version, or whose spec does not hash to its recorded spec hash.
 """
@@ -165,6 +168,7 @@ def save_model(model: FittedTwinModel, path: str | os.PathLike[str]) -> Path:
         "diagnostics": model.diagnostics.to_dict(),
         "provenance": model.provenance,
         "override_diagnostics": model.override_diagnostics,
+        "max_intensity": model.max_intensity,
     }
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     tmp.rename(target)
@@ -204,6 +208,12 @@ def _posterior(src: Path, meta: dict[str, Any]) -> TwinPosterior:
         outcome_loc=float(meta["outcome_loc"]),
         outcome_scale=float(meta["outcome_scale"]),
     )
+
+
+def _max_intensity(meta: dict[str, Any]) -> float | None:
+    """The recorded largest history intensity; None in metadata written without it."""
+    value = meta.get("max_intensity")
+    return None if value is None else float(value)
 
 
 def load_model(path: str | os.PathLike[str], *, load_trace: bool = False) -> FittedTwinModel:
@@ -258,4 +268,5 @@ def load_model(path: str | os.PathLike[str], *, load_trace: bool = False) -> Fit
         provenance=meta["provenance"],
         trace=trace,
         override_diagnostics=bool(meta.get("override_diagnostics", False)),
+        max_intensity=_max_intensity(meta),
     )

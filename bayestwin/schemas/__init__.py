@@ -6,19 +6,25 @@ a JSON file). They round-trip through JSON and export JSON Schema
 
 * :mod:`~bayestwin.schemas.requests`: what a caller asks for;
 * :mod:`~bayestwin.schemas.results`: what bayestwin answers (and its output contract);
-* :mod:`~bayestwin.schemas.records`: what the store keeps and lists.
+* :mod:`~bayestwin.schemas.records`: what the store keeps and lists;
+* :mod:`~bayestwin.schemas.limits`: the bounds of the stored fields (column lengths).
 
 Import rule: the schemas import only pydantic, :mod:`bayestwin.vocabulary` and each
-other. Everything is importable from ``bayestwin.schemas``.
+other. Every schema is importable from ``bayestwin.schemas``; the bounds from
+``bayestwin.schemas.limits``.
 """
 
 from bayestwin.schemas._base import utcnow
 from bayestwin.schemas.records import Page, TwinModelInfo
 from bayestwin.schemas.requests import (
     ExperimentOutcome,
+    FitRequest,
     InterventionConfig,
     NumericRange,
+    RandomSeed,
+    RegisterExperimentRequest,
     SimulateInterventionRequest,
+    SimulationSubmission,
     TargetFilter,
     ValidateFidelityRequest,
 )
@@ -39,14 +45,18 @@ __all__ = [
     "EffectPrior",
     "ExperimentOutcome",
     "FidelityResult",
+    "FitRequest",
     "InterventionConfig",
     "NumericRange",
     "Page",
+    "RandomSeed",
+    "RegisterExperimentRequest",
     "SampleSizeReport",
     "SegmentEffect",
     "SimilarSimulation",
     "SimulateInterventionRequest",
     "SimulationResult",
+    "SimulationSubmission",
     "TargetFilter",
     "TwinModelInfo",
     "ValidateFidelityRequest",

@@ -9,6 +9,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bayestwin.schemas._base import Schema, utcnow
+from bayestwin.schemas.limits import (
+    BRAND_LENGTH,
+    MLFLOW_RUN_ID_LENGTH,
+    MODEL_NAME_LENGTH,
+    MODEL_VERSION_LENGTH,
+)
 from bayestwin.vocabulary import TwinType
 
 __all__ = ["Page", "TwinModelInfo"]
@@ -18,17 +24,17 @@ class TwinModelInfo(Schema):
     """A fitted twin model as ``digital_twin_models`` stores it."""
 
     model_id: uuid.UUID
-    model_name: str
+    model_name: str = Field(..., max_length=MODEL_NAME_LENGTH)
     twin_type: TwinType
-    model_version: str
-    mlflow_run_id: str | None = None
+    model_version: str = Field(..., max_length=MODEL_VERSION_LENGTH)
+    mlflow_run_id: str | None = Field(None, max_length=MLFLOW_RUN_ID_LENGTH)
     training_config: dict[str, Any] = Field(default_factory=dict)
     feature_columns: list[str] = Field(default_factory=list)
     target_columns: list[str] = Field(default_factory=list)
     performance_metrics: dict[str, Any] = Field(default_factory=dict)
     fidelity_score: float | None = Field(None, ge=0.0, le=1.0)
     is_active: bool = False
-    brand: str
+    brand: str = Field(..., max_length=BRAND_LENGTH)
     fit_for_use: bool = True
     diagnostics_reason: str | None = None
     artifact_uri: str | None = None

@@ -2,6 +2,11 @@
 
 The validators check each request on its own fields; checks that need the settings or
 a fitted model (the twin count's upper bound, the columns a filter names) are not here.
+
+Numbers are strict: an integer field takes a JSON integer only (not ``true``, ``"100"``
+or ``100.0``) and a number field a JSON number (not ``true`` or ``"0.9"``). Text that the
+database stores is capped at its column's length (:mod:`bayestwin.schemas.limits`).
+Every face (agent tool, CLI, REST API) builds these requests and lets them validate.
 """
 
 from __future__ import annotations
@@ -13,23 +18,46 @@ from typing import Annotated, Any, Self
 from pydantic import Field, field_validator, model_validator
 
 from bayestwin.schemas._base import Schema
+from bayestwin.schemas.limits import (
+    BRAND_LENGTH,
+    EXTERNAL_ID_LENGTH,
+    INTERVENTION_TYPE_LENGTH,
+    MAX_INTEGER,
+    MAX_RANDOM_SEED,
+    MODEL_NAME_LENGTH,
+    ExternalId,
+)
 from bayestwin.vocabulary import TwinType
 
 __all__ = [
     "ExperimentOutcome",
+    "FitRequest",
     "InterventionConfig",
     "NumericRange",
+    "RandomSeed",
+    "RegisterExperimentRequest",
     "SimulateInterventionRequest",
+    "SimulationSubmission",
     "TargetFilter",
     "ValidateFidelityRequest",
 ]
+
+RandomSeed = Annotated[int, Field(strict=True, ge=0, le=MAX_RANDOM_SEED)]
+"""A seed: an integer in ``[0, 2**63 - 1]`` (the ``BIGINT`` column that stores it)."""
+
+Brand = Annotated[str, Field(min_length=1, max_length=BRAND_LENGTH)]
+InterventionType = Annotated[str, Field(min_length=1, max_length=INTERVENTION_TYPE_LENGTH)]
 
 
 class NumericRange(Schema):
     """Inclusive numeric range filter on a feature column."""
 
-    min: float | None = Field(None, description="Lower bound (inclusive); None for open.")
-    max: float | None = Field(None, description="Upper bound (inclusive); None for open.")
+    min: float | None = Field(
+        None, strict=True, description="Lower bound (inclusive); None for open."
+    )
+    max: float | None = Field(
+        None, strict=True, description="Upper bound (inclusive); None for open."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -49,15 +77,19 @@ TargetFilter = Annotated[
 class InterventionConfig(Schema):
     """Parameters of an intervention and the population it targets."""
 
-    intervention_type: str | None = Field(
+    intervention_type: InterventionType | None = Field(
         None,
         description="Intervention type; optional here when given beside the config.",
     )
     intensity: float = Field(
-        1.0, ge=0.0, description="Dose of the intervention (>= 0; 0 means untreated)."
+        1.0, strict=True, ge=0.0, description="Dose of the intervention (>= 0; 0 means untreated)."
     )
     duration_weeks: int | None = Field(
-        None, gt=0, description="Planned duration of the intervention, in weeks."
+        None,
+        strict=True,
+        gt=0,
+        le=MAX_INTEGER,
+        description="Planned duration of the intervention, in weeks.",
     )
     target: dict[str, TargetFilter] = Field(
         default_factory=dict,
@@ -79,19 +111,23 @@ class InterventionConfig(Schema):
 class SimulateInterventionRequest(Schema):
     """Input of the ``simulate_intervention`` tool (spec 6.1)."""
 
-    intervention_type: str = Field(
-        ..., min_length=1, description='e.g. "email_campaign", "call_frequency".'
+    intervention_type: InterventionType = Field(
+        ..., description='e.g. "email_campaign", "call_frequency".'
     )
     intervention_config: InterventionConfig = Field(default_factory=InterventionConfig)
     target_population: TwinType = Field(..., description='"hcp", "patient" or "territory".')
-    brand: str = Field(..., min_length=1, description="Brand whose model is used.")
+    brand: Brand = Field(..., description="Brand whose model is used.")
     twin_count: int | None = Field(
         None,
+        strict=True,
         gt=0,
+        le=MAX_INTEGER,
         description="Number of twins to simulate; None: the setting default_twin_count.",
     )
-    confidence_level: float = Field(0.95, gt=0.0, lt=1.0, description="CI confidence.")
-    random_seed: int | None = Field(None, ge=0, description="Seed; None draws one.")
+    confidence_level: float = Field(0.95, strict=True, gt=0.0, lt=1.0, description="CI confidence.")
+    random_seed: RandomSeed | None = Field(
+        None, description="Seed in [0, 2**63 - 1]; None draws one."
+    )
 
     @model_validator(mode="after")
     def _same_type(self) -> Self:
@@ -111,15 +147,15 @@ class ExperimentOutcome(Schema):
     and ``ci_level``), and the arm sizes.
     """
 
-    actual_experiment_id: str | None = None
-    actual_ate: float
-    actual_se: float | None = Field(None, gt=0.0)
-    ci_lower: float | None = None
-    ci_upper: float | None = None
-    ci_level: float = Field(0.95, gt=0.0, lt=1.0)
-    n_treatment: int = Field(..., gt=0)
-    n_control: int = Field(..., gt=0)
-    control_mean: float | None = None
+    actual_experiment_id: str | None = Field(None, max_length=EXTERNAL_ID_LENGTH)
+    actual_ate: float = Field(..., strict=True)
+    actual_se: float | None = Field(None, strict=True, gt=0.0)
+    ci_lower: float | None = Field(None, strict=True)
+    ci_upper: float | None = Field(None, strict=True)
+    ci_level: float = Field(0.95, strict=True, gt=0.0, lt=1.0)
+    n_treatment: int = Field(..., strict=True, gt=0)
+    n_control: int = Field(..., strict=True, gt=0)
+    control_mean: float | None = Field(None, strict=True)
     completed_at: datetime | None = None
 
     @model_validator(mode="after")
@@ -136,7 +172,44 @@ class ValidateFidelityRequest(Schema):
     """Input of the ``validate_twin_fidelity`` tool (spec 6.2)."""
 
     simulation_id: uuid.UUID
-    actual_experiment_id: str = Field(..., min_length=1)
+    actual_experiment_id: ExternalId
     outcome: ExperimentOutcome | None = Field(
         None, description="The real result; when omitted it is looked up by experiment id."
     )
+    replace: bool = Field(
+        False, description="Replace the simulation's earlier validation instead of a 409."
+    )
+
+
+class SimulationSubmission(SimulateInterventionRequest):
+    """A simulation request and the experiment design it belongs to.
+
+    What ``POST /simulate``, the ``simulate_intervention`` tool and ``bayestwin
+    simulate`` take; :meth:`request` is the part that defines the simulation.
+    """
+
+    experiment_design_id: ExternalId | None = Field(
+        None, description="Experiment design the simulation belongs to."
+    )
+
+    def request(self) -> SimulateInterventionRequest:
+        """Return the simulation request without the experiment design."""
+        return SimulateInterventionRequest.model_validate(
+            self.model_dump(exclude={"experiment_design_id"})
+        )
+
+
+class RegisterExperimentRequest(Schema):
+    """A real experiment's result, stored to be validated against by id."""
+
+    actual_experiment_id: ExternalId
+    outcome: ExperimentOutcome
+
+
+class FitRequest(Schema):
+    """What names a fitted model: its brand, twin type, name and sampler seed."""
+
+    brand: Brand
+    twin_type: TwinType
+    model_name: str | None = Field(None, min_length=1, max_length=MODEL_NAME_LENGTH)
+    random_seed: RandomSeed | None = None

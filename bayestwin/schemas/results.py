@@ -26,6 +26,12 @@ from typing import Literal, Self
 from pydantic import ConfigDict, Field, model_validator
 
 from bayestwin.schemas._base import Schema, utcnow
+from bayestwin.schemas.limits import (
+    BRAND_LENGTH,
+    EXTERNAL_ID_LENGTH,
+    INTERVENTION_TYPE_LENGTH,
+    MAX_RANDOM_SEED,
+)
 from bayestwin.schemas.requests import InterventionConfig
 from bayestwin.vocabulary import FidelityGrade, Recommendation, SimulationStatus, TwinType
 
@@ -109,14 +115,14 @@ class SimulationResult(Schema):
 
     simulation_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     model_id: uuid.UUID | None = None
-    experiment_design_id: str | None = None
-    brand: str
+    experiment_design_id: str | None = Field(None, max_length=EXTERNAL_ID_LENGTH)
+    brand: str = Field(..., max_length=BRAND_LENGTH)
     twin_type: TwinType
-    intervention_type: str
+    intervention_type: str = Field(..., max_length=INTERVENTION_TYPE_LENGTH)
     intervention_config: InterventionConfig = Field(default_factory=InterventionConfig)
     twin_count: int = Field(..., gt=0)
     confidence_level: float = Field(0.95, gt=0.0, lt=1.0)
-    random_seed: int | None = None
+    random_seed: int | None = Field(None, ge=0, le=MAX_RANDOM_SEED)
 
     simulation_status: SimulationStatus = SimulationStatus.PENDING
     simulated_ate: float | None = None
@@ -233,7 +239,7 @@ class FidelityResult(Schema):
 
     tracking_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     simulation_id: uuid.UUID | None = None
-    actual_experiment_id: str | None = None
+    actual_experiment_id: str | None = Field(None, max_length=EXTERNAL_ID_LENGTH)
     simulated_ate: float
     actual_ate: float | None = None
     actual_se: float | None = Field(None, ge=0.0)

@@ -44,6 +44,10 @@ class ServiceBase:
         Grades validations, with the settings' thresholds.
     registry_status : str
         ``"enabled (<uri>)"``, ``"disabled"`` or why the registry is unavailable.
+    worker_id : str
+        This service's id on the simulation rows it runs (``host:pid:random``).
+    heartbeat_seconds : float
+        Seconds between two heartbeats of this worker.
     """
 
     settings: Settings
@@ -53,8 +57,10 @@ class ServiceBase:
     engine: SimulationEngine
     tracker: FidelityTracker
     registry_status: str
+    worker_id: str
+    heartbeat_seconds: float
     _registry: MlflowRegistry | None
-    _models: dict[uuid.UUID, FittedTwinModel]
+    _models: dict[uuid.UUID, tuple[FittedTwinModel, tuple[tuple[str, int, int], ...] | None]]
     _models_lock: threading.Lock
     _runner: JobRunner
 

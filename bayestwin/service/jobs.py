@@ -101,6 +101,12 @@ class JobRunner:
         future.add_done_callback(lambda _f: self._forget(key))
         return future
 
+    @property
+    def active(self) -> int:
+        """Jobs submitted and neither finished nor past their deadline."""
+        with self._wake:
+            return len(self._deadlines)
+
     def cancel_deadline(self, key: uuid.UUID) -> bool:
         """Drop a job's deadline, so that ``on_timeout`` is never called for it.
 

@@ -9,6 +9,7 @@ Model names follow :func:`bayestwin.service.registry.model_name` only.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -17,7 +18,14 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from bayestwin.core.population import eligible_mask
-from bayestwin.errors import ConflictError, InvalidInputError, NotFitError, NotFoundError
+from bayestwin.errors import (
+    BayesTwinError,
+    ConflictError,
+    InvalidInputError,
+    NotFitError,
+    NotFoundError,
+    UnavailableError,
+)
 from bayestwin.model.fitted import FittedTwinModel
 from bayestwin.model.io import load_model, save_model
 from bayestwin.schemas import Page, TwinModelInfo
@@ -25,9 +33,26 @@ from bayestwin.service.base import ServiceBase
 from bayestwin.service.registry import model_name, model_row
 from bayestwin.vocabulary import TwinType
 
-__all__ = ["ModelsMixin"]
+__all__ = ["ArtifactSignature", "ModelsMixin", "artifact_signature"]
+
+logger = logging.getLogger(__name__)
 
 _VERSION_ATTEMPTS = 5
+
+
+ArtifactSignature = tuple[tuple[str, int, int], ...]
+"""Name, size and modification time (ns) of each file of a model directory."""
+
+
+def artifact_signature(directory: Path | None) -> ArtifactSignature | None:
+    """The signature of a model directory's files; None when it cannot be listed."""
+    if directory is None:
+        return None
+    try:
+        files = [(p.name, p.stat()) for p in directory.iterdir() if p.is_file()]
+    except OSError:
+        return None
+    return tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in files))
 
 
 def _path_from_uri(uri: str) -> Path:
@@ -108,7 +133,7 @@ class ModelsMixin(ServiceBase):
             shutil.rmtree(directory, ignore_errors=True)
             raise
         with self._models_lock:
-            self._models[stored.model_id] = fitted
+            self._models[stored.model_id] = (fitted, artifact_signature(directory.resolve()))
         if activate and stored.mlflow_run_id:
             self._registry_call("set_active", stored)
         return stored
@@ -186,34 +211,72 @@ class ModelsMixin(ServiceBase):
 
         The model directory named by the row's ``artifact_uri`` is read; when it is
         gone and the MLflow registry is on, the registered version is loaded instead.
+        A model kept in memory is used only while its directory's files are unchanged
+        (same names, sizes and modification times); otherwise it is read again, so a
+        damaged or removed artifact is noticed on the next call. A failed read is
+        never kept.
 
         Raises
         ------
         NotFoundError
             If the row does not exist, or its model files are gone.
+        UnavailableError
+            Code ``"model_artifact"`` if the model files cannot be read (damaged or
+            truncated); code ``"model_version"`` if they were written by another
+            bayestwin version or format. The message names the model and its version,
+            never a path.
         """
         info = model if isinstance(model, TwinModelInfo) else self.repository.get_model(model)
+        directory = _path_from_uri(info.artifact_uri) if info.artifact_uri else None
+        signature = artifact_signature(directory)
         with self._models_lock:
             cached = self._models.get(info.model_id)
-        if cached is not None:
-            return cached
-        directory = _path_from_uri(info.artifact_uri) if info.artifact_uri else None
-        if directory is not None and (directory / "metadata.json").exists():
-            fitted = load_model(directory)
-        elif self._registry is not None and info.mlflow_run_id:
-            fitted = self._registry.load_fitted(info)
-        else:
-            raise NotFoundError(
-                f"model files for {info.model_id} not found; "
-                f"{directory or 'the artifact_uri'} is missing; refit and register the model",
-                code="not_found",
-            )
+        if cached is not None and cached[1] == signature:
+            return cached[0]
+        fitted = self._read_model(info, directory)
         if info.fit_for_use and not fitted.fit_for_use:
             # The row is the source of truth for "may serve" (an override at registration).
             fitted = dataclasses.replace(fitted, override_diagnostics=True)
         with self._models_lock:
-            fitted = self._models.setdefault(info.model_id, fitted)
+            self._models[info.model_id] = (fitted, signature)
         return fitted
+
+    def _read_model(self, info: TwinModelInfo, directory: Path | None) -> FittedTwinModel:
+        """Read a row's fitted model from its directory, else from the registry."""
+        what = f"model {info.model_name}, version {info.model_version}"
+        on_disk = directory is not None and (directory / "metadata.json").exists()
+        if not on_disk and (self._registry is None or not info.mlflow_run_id):
+            logger.info("model files of %s not found at %s", info.model_id, directory)
+            raise NotFoundError(
+                f"model files for {what} ({info.model_id}) are missing; refit and register "
+                "the model",
+                code="not_found",
+            )
+        try:
+            if on_disk:
+                assert directory is not None
+                return load_model(directory)
+            assert self._registry is not None
+            return self._registry.load_fitted(info)
+        except BayesTwinError as exc:
+            logger.info("model %s cannot be loaded: %s", info.model_id, exc)
+            message = exc.message.replace(f"model at {directory}", "it")
+            message = message.replace(str(directory), "its directory")
+            raise type(exc)(f"{what}: {message}", code=exc.code, field=exc.field) from None
+        except Exception as exc:
+            # The path and the cause go to the log only; the answer names the model.
+            logger.info(
+                "model artifact of %s (%s) unreadable: %s: %s",
+                info.model_id,
+                directory if on_disk else "the MLflow registry",
+                type(exc).__name__,
+                exc,
+                exc_info=True,
+            )
+            raise UnavailableError(
+                f"model artifact unreadable: {what}; refit or re-register",
+                code="model_artifact",
+            ) from None
 
     def load_active_model(
         self, brand: str, twin_type: TwinType | str

@@ -9,6 +9,13 @@ written and a worker of the :class:`~bayestwin.service.jobs.JobRunner` marks it
 running, runs :meth:`~bayestwin.engine.simulation.SimulationEngine.simulate` and
 completes it, or fails it with the error. A simulation still pending or running
 ``simulation_timeout_seconds`` after it was submitted is marked failed.
+
+Each row names the worker (the service instance) that runs it, and the worker's
+heartbeat stamps its unfinished rows alive every ``heartbeat_seconds``. A row whose
+worker stopped reporting for ``3 * heartbeat_seconds`` (its process was killed,
+crashed, or the server restarted) is marked failed by the next service that starts
+or beats (:meth:`SimulationsMixin.fail_abandoned_simulations`), and a service that
+closes fails its own rows that never ran: no row stays pending or running forever.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from bayestwin.schemas import (
 )
 from bayestwin.service.memory import MemoryMixin, as_request
 from bayestwin.service.models import ModelsMixin
+from bayestwin.service.validations import one_per_experiment
 from bayestwin.store.repository.matching import request_hash
 from bayestwin.vocabulary import SimulationStatus
 
@@ -45,6 +53,9 @@ __all__ = ["SimulationsMixin"]
 logger = logging.getLogger(__name__)
 
 TIMEOUT_CODE = "timeout"
+
+ABANDONED_AFTER_HEARTBEATS = 3
+"""Heartbeats a worker may miss before its unfinished rows count as abandoned."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +108,7 @@ class SimulationsMixin(ModelsMixin, MemoryMixin):
         history = self.repository.fidelity_history(
             info.model_id, window_days=self.settings.fidelity_validation_window_days
         )
-        warning, reason = self.tracker.warning(history)
+        warning, reason = self.tracker.warning(one_per_experiment(history))
         return _Prepared(req, info, model, key, warning, reason, experiment_design_id)
 
     def _decision_settings(self) -> dict[str, Any]:
@@ -130,7 +141,9 @@ class SimulationsMixin(ModelsMixin, MemoryMixin):
             random_seed=req.random_seed,
             simulation_status=SimulationStatus.PENDING,
         )
-        return self.repository.create_simulation(pending, request_hash=prep.key)
+        return self.repository.create_simulation(
+            pending, request_hash=prep.key, worker_id=self.worker_id
+        )
 
     # -- the job -------------------------------------------------------------------
     def _timeout_error(self, simulation_id: uuid.UUID) -> UnavailableError:
@@ -299,6 +312,41 @@ class SimulationsMixin(ModelsMixin, MemoryMixin):
     def list_simulations(self, **filters: Any) -> Page[SimulationResult]:
         """List simulations (see :meth:`TwinRepository.list_simulations`)."""
         return self.repository.list_simulations(**filters)
+
+    def fail_abandoned_simulations(self, *, at_startup: bool = False) -> list[uuid.UUID]:
+        """Mark failed the pending and running rows that no live worker owns.
+
+        A row is abandoned when its worker is another one (or none) and has not
+        reported it alive for three heartbeats (``3 * heartbeat_seconds``): its process
+        stopped (killed, crashed, or the server restarted). The service calls this when
+        it starts and on every heartbeat.
+
+        Parameters
+        ----------
+        at_startup : bool
+            Say in the stored reason that the row was found at start-up.
+
+        Returns
+        -------
+        list of UUID
+            The simulations marked failed.
+        """
+        when = " at start-up" if at_startup else ""
+        failed = self.repository.fail_unowned_simulations(
+            self.worker_id,
+            timedelta(seconds=ABANDONED_AFTER_HEARTBEATS * self.heartbeat_seconds),
+            reason=f"abandoned: no live worker owned it{when} (its process stopped or the "
+            "server restarted)",
+        )
+        if failed:
+            logger.warning("marked %d abandoned simulations failed", len(failed))
+        return failed
+
+    def _beat(self) -> None:
+        """One heartbeat: report this worker's rows alive, fail the abandoned ones."""
+        if self._runner.active:
+            self.repository.heartbeat(self.worker_id)
+        self.fail_abandoned_simulations()
 
     def fail_stale_simulations(self) -> list[uuid.UUID]:
         """Mark simulations left pending or running past the timeout (a crash) failed."""

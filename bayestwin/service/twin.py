@@ -7,9 +7,9 @@ experiment result source, the MLflow registry and the job runner.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-import uuid
 from dataclasses import fields
 from pathlib import Path
 from typing import Literal
@@ -17,9 +17,9 @@ from typing import Literal
 from bayestwin.core.grading import FidelityThresholds
 from bayestwin.engine.fidelity import FidelityTracker
 from bayestwin.engine.simulation import EngineSettings, SimulationEngine
-from bayestwin.model.fitted import FittedTwinModel
 from bayestwin.service.experiments import ExperimentResultSource, JsonExperimentResultStore
 from bayestwin.service.fitting import FittingMixin
+from bayestwin.service.heartbeat import Heartbeat, worker_token
 from bayestwin.service.jobs import JobRunner
 from bayestwin.service.registry import MlflowRegistry
 from bayestwin.service.simulations import SimulationsMixin
@@ -29,6 +29,8 @@ from bayestwin.store.migrations import upgrade
 from bayestwin.store.repository import TwinRepository
 
 __all__ = ["TwinService"]
+
+logger = logging.getLogger(__name__)
 
 
 def _tracker(settings: Settings) -> FidelityTracker:
@@ -68,10 +70,20 @@ class TwinService(FittingMixin, SimulationsMixin, ValidationsMixin):
         :mod:`bayestwin.store.mlflow.registry` is importable; None turns it off.
     max_workers : int
         Simulations that run at the same time (each uses one BLAS thread).
+    heartbeat_seconds : float
+        Seconds between two heartbeats of this worker (see
+        :mod:`bayestwin.service.heartbeat`): its unfinished rows are stamped alive, and
+        rows whose worker missed three heartbeats are marked failed.
 
     Notes
     -----
-    Safe to share between threads. Loaded models are kept in memory by model id.
+    Safe to share between threads. Loaded models are kept in memory by model id, and
+    used while their files are unchanged.
+
+    When it starts, the service marks failed every pending or running simulation that
+    no live worker owns (:meth:`fail_abandoned_simulations`); when it closes, it marks
+    failed its own rows that never ran. Several services (processes) may share one
+    database: each one's heartbeat keeps its own rows alive.
     """
 
     def __init__(
@@ -83,7 +95,10 @@ class TwinService(FittingMixin, SimulationsMixin, ValidationsMixin):
         experiment_source: ExperimentResultSource | None = None,
         registry: Literal["auto"] | MlflowRegistry | None = "auto",
         max_workers: int = 2,
+        heartbeat_seconds: float = 5.0,
     ) -> None:
+        if not heartbeat_seconds > 0:
+            raise ValueError(f"heartbeat_seconds must be > 0, got {heartbeat_seconds}")
         self.settings = settings if settings is not None else load_settings()
         self._owns_repository = repository is None
         self._applied: list[str] = []
@@ -108,20 +123,38 @@ class TwinService(FittingMixin, SimulationsMixin, ValidationsMixin):
             self._registry, self.registry_status = registry, f"enabled ({registry.tracking_uri})"
         self.engine = _engine(self.settings)
         self.tracker = _tracker(self.settings)
-        self._models: dict[uuid.UUID, FittedTwinModel] = {}
+        self._models = {}
         self._models_lock = threading.Lock()
         self._runner = JobRunner(
             max_workers, float(self.settings.simulation_timeout_seconds), self._expire
         )
         self._closed = False
+        self.worker_id = worker_token()
+        self.heartbeat_seconds = float(heartbeat_seconds)
+        try:
+            self.fail_abandoned_simulations(at_startup=True)
+        except Exception:
+            logger.warning("could not fail the abandoned simulations at start-up", exc_info=True)
+        self._heartbeat = Heartbeat(self.heartbeat_seconds, self._beat)
+        self._heartbeat.start()
 
     # -- life cycle --------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the workers and close the repository if this service made it."""
+        """Stop the workers and the heartbeat; close the repository if this service made it.
+
+        Running simulations finish first; queued ones are marked failed.
+        """
         if self._closed:
             return
         self._closed = True
         self._runner.close()
+        try:
+            self.repository.fail_worker_simulations(
+                self.worker_id, reason="abandoned: the service closed before it ran"
+            )
+        except Exception:
+            logger.warning("could not fail the simulations left at close", exc_info=True)
+        self._heartbeat.stop()
         if self._owns_repository:
             self.repository.close()
 

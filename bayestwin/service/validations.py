@@ -5,12 +5,20 @@ A completed simulation is compared with its real experiment by
 or looked up by experiment id in the service's
 :class:`~bayestwin.service.experiments.ExperimentResultSource`. The check is stored and,
 with the MLflow registry, logged on the run of the model's fit.
+
+**Each real experiment counts once.** A simulation is validated once: validating it
+again is a :class:`~bayestwin.errors.ConflictError` (code ``already_validated``) unless
+``replace=True``, which deletes the earlier validation. A model's fidelity score (and
+its warning and validation count) counts each real experiment once: when one
+experiment validated several simulations of the model, only its latest validation
+counts (:func:`one_per_experiment`). A validation without an experiment id counts on
+its own.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,13 +28,36 @@ import pandas as pd
 from bayestwin.core.outcomes import outcome_from_frame
 from bayestwin.engine.fidelity import FidelitySummary
 from bayestwin.errors import ConflictError, InvalidInputError, NotFoundError
-from bayestwin.schemas import ExperimentOutcome, FidelityResult, TwinModelInfo
+from bayestwin.schemas import ExperimentOutcome, FidelityResult, TwinModelInfo, utcnow
 from bayestwin.service.base import ServiceBase
+from bayestwin.store.repository.validations import already_validated
 from bayestwin.vocabulary import SimulationStatus
 
-__all__ = ["ModelFidelity", "ValidationsMixin"]
+__all__ = ["ModelFidelity", "ValidationsMixin", "one_per_experiment"]
 
 _EXPERIMENT_FIELD = "actual_experiment_id"
+
+
+def one_per_experiment(history: Sequence[FidelityResult]) -> list[FidelityResult]:
+    """Keep each real experiment's latest validation, in the order given.
+
+    Parameters
+    ----------
+    history : sequence of FidelityResult
+        A model's validations, oldest first.
+
+    Returns
+    -------
+    list of FidelityResult
+        For each ``actual_experiment_id`` its last entry; entries without an
+        experiment id are all kept.
+    """
+    last = {r.actual_experiment_id: r.tracking_id for r in history if r.actual_experiment_id}
+    return [
+        r
+        for r in history
+        if not r.actual_experiment_id or last[r.actual_experiment_id] == r.tracking_id
+    ]
 
 
 @dataclass(frozen=True)
@@ -158,6 +189,7 @@ class ValidationsMixin(ServiceBase):
         *,
         family: str | None = None,
         validated_at: datetime | None = None,
+        replace: bool = False,
     ) -> FidelityResult:
         """Compare a completed simulation with its real experiment and record it.
 
@@ -174,11 +206,15 @@ class ValidationsMixin(ServiceBase):
             Outcome family of a DataFrame (default: the simulation's).
         validated_at : datetime, optional
             Time of the validation (default now).
+        replace : bool
+            Replace the simulation's earlier validation (it is deleted) instead of
+            refusing a second one.
 
         Returns
         -------
         FidelityResult
-            The stored validation, with the model's fidelity score over its window.
+            The stored validation, with the model's fidelity score over its window,
+            each real experiment counted once.
 
         Raises
         ------
@@ -186,7 +222,8 @@ class ValidationsMixin(ServiceBase):
             If the simulation does not exist, or (code ``"experiment_not_found"``) no
             ``outcome`` is given and no result is registered for the experiment.
         ConflictError
-            If the simulation has not completed (code ``"invalid_state"``).
+            If the simulation has not completed (code ``"invalid_state"``), or is
+            validated already and ``replace`` is False (code ``"already_validated"``).
         InvalidInputError
             If neither the experiment id nor the outcome is given.
         """
@@ -197,25 +234,43 @@ class ValidationsMixin(ServiceBase):
                 "only a completed simulation can be validated",
                 code="invalid_state",
             )
+        earlier = self.repository.list_validations(simulation.simulation_id)
+        if earlier and not replace:
+            raise already_validated(simulation.simulation_id)
         real = self._real_outcome(actual_experiment_id, outcome)
         assert simulation.model_id is not None
-        history = self.repository.fidelity_history(
-            simulation.model_id, window_days=self.settings.fidelity_validation_window_days
-        )
         result = self.tracker.validate(
             simulation,
             real,
             family=family,
             actual_experiment_id=actual_experiment_id,
             validated_at=validated_at,
-            history=history,
         )
-        stored = self.repository.record_validation(result)
+        history = [
+            r
+            for r in self._window_history(simulation.model_id)
+            if r.simulation_id != simulation.simulation_id
+        ]
+        stored = self.repository.record_validation(self._scored(result, history), replace=replace)
         if self._registry is not None:
             model = self.repository.get_model(simulation.model_id)
             if model.mlflow_run_id:
                 self._registry_call("log_fidelity", model, stored, len(history))
         return stored
+
+    def _scored(self, result: FidelityResult, history: list[FidelityResult]) -> FidelityResult:
+        """``result`` with the model's score over its history, one per experiment."""
+        counted = one_per_experiment([*history, result])
+        summary = self.tracker.summarize(counted, as_of=result.validated_at or utcnow())
+        return result.model_copy(
+            update={"model_fidelity_score": summary.score, "fidelity_warning": summary.warning}
+        )
+
+    def _window_history(self, model_id: uuid.UUID) -> list[FidelityResult]:
+        """A model's validations in the fidelity window, oldest first."""
+        return self.repository.fidelity_history(
+            model_id, window_days=self.settings.fidelity_validation_window_days
+        )
 
     def model_fidelity(
         self, model_id: uuid.UUID | str, *, all_history: bool = False
@@ -235,9 +290,6 @@ class ValidationsMixin(ServiceBase):
         history = self.repository.fidelity_history(
             info.model_id, window_days=None if all_history else window
         )
-        in_window = (
-            history
-            if not all_history
-            else self.repository.fidelity_history(info.model_id, window_days=window)
-        )
-        return ModelFidelity(model=info, summary=self.tracker.summarize(in_window), history=history)
+        in_window = history if not all_history else self._window_history(info.model_id)
+        summary = self.tracker.summarize(one_per_experiment(in_window))
+        return ModelFidelity(model=info, summary=summary, history=history)

@@ -145,7 +145,12 @@ class Settings(BaseSettings):
 
     # -- api -------------------------------------------------------------------------
     api_key: SecretStr | None = Field(
-        None, description="Key the REST API asks for in the X-API-Key header; None: open."
+        None,
+        description=(
+            "Key the REST API asks for in the X-API-Key header; None: open. An empty key "
+            "(e.g. BAYESTWIN_API_KEY set to '') is kept as given and refused when the API "
+            "starts."
+        ),
     )
 
     @classmethod
@@ -248,6 +253,9 @@ class _YamlSource(PydanticBaseSettingsSource):
         return dict(self._values)
 
 
+_API_KEY_ENV = f"{ENV_PREFIX}API_KEY"
+
+
 class _EnvSource(EnvSettingsSource):
     """``BAYESTWIN_<KEY>`` variables of a given environment; unknown names are refused."""
 
@@ -269,9 +277,17 @@ class _EnvSource(EnvSettingsSource):
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        parsed = dict(
+            parse_env_vars(
+                self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+            )
         )
+        # An empty string means None for every setting but the API key: an empty key is
+        # kept, so that the API refuses it at start-up instead of serving without one.
+        raw_key = self._environ.get(_API_KEY_ENV)
+        if raw_key is not None and not raw_key.strip():
+            parsed[_API_KEY_ENV.lower()] = raw_key
+        return parsed
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:

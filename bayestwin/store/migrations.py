@@ -14,8 +14,10 @@ again.
   The files themselves stay idempotent, so a database built before the version table
   existed takes them once more and is recorded.
 * SQLite: the files are written for PostgreSQL, so the ORM's ``metadata.create_all``
-  builds the current schema and the pending migrations are recorded as applied, in the
-  same ``BEGIN IMMEDIATE`` transaction (concurrent upgrades queue on the write lock).
+  builds the current schema, the nullable columns a table made by an older version
+  lacks are added (``ALTER TABLE ... ADD COLUMN``), and the pending migrations are
+  recorded as applied, in the same ``BEGIN IMMEDIATE`` transaction (concurrent upgrades
+  queue on the write lock).
 
 A file whose checksum differs from the recorded one was edited after it was applied;
 :func:`upgrade` refuses to go on (:class:`~bayestwin.errors.ConflictError`), because the
@@ -203,9 +205,28 @@ def _locked(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+def _add_missing_columns(conn: Connection) -> None:
+    """Add to existing SQLite tables the nullable ORM columns they lack."""
+    inspector = sa.inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise ConflictError(
+                    f"table {table.name} lacks the NOT NULL column {column.name}; "
+                    "rebuild the SQLite database",
+                    code="migration_failed",
+                )
+            ddl = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {ddl}')
+
+
 def _apply(conn: Connection, pending: list[Migration]) -> None:
     if conn.dialect.name == "sqlite":
         metadata.create_all(conn)
+        _add_missing_columns(conn)
     else:
         raw = conn.connection.driver_connection
         assert raw is not None

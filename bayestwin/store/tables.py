@@ -1,10 +1,11 @@
-"""SQLAlchemy ORM mirror of ``migrations/011_digital_twin_tables.sql``.
+"""SQLAlchemy ORM mirror of the SQL migrations in ``migrations/`` (011, 012).
 
-The SQL file is the schema users run on PostgreSQL; these classes describe the same
-tables for the ORM and build them on SQLite (``metadata.create_all``). The migration
-test (``tests/test_store_migration.py``) applies the SQL to an empty PostgreSQL and
-proves, by reflection, that tables, columns, types, nullability, server defaults, enums,
-keys, checks and indexes equal this module.
+The SQL files (``011_digital_twin_tables.sql``, ``012_simulation_workers.sql``) are
+the schema users run on PostgreSQL; these classes describe the same tables for the ORM
+and build them on SQLite (``metadata.create_all``). The migration test
+(``tests/test_store_migration.py``) applies the SQL to an empty PostgreSQL and proves,
+by reflection, that tables, columns, types, nullability, server defaults, enums, keys,
+checks and indexes equal this module.
 
 Portable types: JSONB and ``TEXT[]`` on PostgreSQL become JSON on SQLite; UUIDs are
 native on PostgreSQL and 32-character strings on SQLite; timestamps are stored in UTC
@@ -244,6 +245,10 @@ class DigitalTwinModel(Base):
 # -- 3.2 twin_simulations ----------------------------------------------------------------
 
 
+WORKER_ID_LENGTH = 64
+"""``VARCHAR(64)``: ``twin_simulations.worker_id``."""
+
+
 class TwinSimulation(Base):
     """One simulation run: pending -> running -> completed | failed."""
 
@@ -282,6 +287,10 @@ class TwinSimulation(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     ate_draws: Mapped[list[float] | None] = mapped_column(JSONDocument, deferred=True)
     twin_unit_ids: Mapped[list[str] | None] = mapped_column(JSONDocument, deferred=True)
+    worker_id: Mapped[str | None] = mapped_column(sa.String(WORKER_ID_LENGTH))
+    """The service instance that runs the row (``host:pid:random``); migration 012."""
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When that instance last reported the row alive; migration 012."""
 
     __table_args__ = (
         sa.CheckConstraint("twin_count > 0", name="twin_count_positive"),

@@ -13,7 +13,13 @@ and scale, ``z_int`` the first ``n_interacting`` of them, and the dose-response
 
 Every unit keeps its features, segment and assignment across periods; outcomes are
 independent across periods given the mean. Assignment is random, or confounded
-(``confounding > 0``): units with a high untreated mean are treated more often.
+(``confounding > 0``): units with a high untreated mean (given its features) are treated
+more often.
+
+The panel options (:mod:`bayestwin.synthetic.panel`, all off by default) add unit random
+intercepts, staggered or on/off adoption, trend and seasonality, adoption timing that
+follows the hidden unit level, a threshold in the effect and Student-t noise; the mean
+of a row is then that of its unit, period and treatment in that period.
 
 The history's columns (the contract every later module reads):
 
@@ -26,7 +32,7 @@ columns (str), ``intervention_type`` (str, ``""`` when untreated), ``intensity``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -46,6 +52,7 @@ from bayestwin.synthetic.catalog import (
     NUMERIC,
     SEGMENTS,
 )
+from bayestwin.synthetic.panel import Adoption, PanelOptions, adoption_schedule
 from bayestwin.synthetic.truth import BrandTruth, GroundTruth, SyntheticTwinData
 from bayestwin.vocabulary import TwinType
 
@@ -80,6 +87,21 @@ class _Arguments:
     feature_correlation: float
     dispersion: float | None
     random_seed: int | None
+    unit_icc: float
+    adoption: Adoption
+    min_pre_periods: int
+    on_share: float
+    trend: float
+    season_amplitude: float
+    season_length: int
+    timing_confounding: float
+    threshold_effect: float
+    threshold_at: float
+    noise_df: float | None
+
+    def panel(self) -> PanelOptions:
+        """The panel options among the arguments."""
+        return PanelOptions(**{f.name: getattr(self, f.name) for f in fields(PanelOptions)})
 
 
 @dataclass(frozen=True)
@@ -160,6 +182,7 @@ def _resolve(a: _Arguments) -> _Layout:
     numeric = NUMERIC[tt][: a.n_numeric]
     means = _effect_means(a, fam, types)
     dispersion = a.dispersion if a.dispersion is not None else DEFAULT_DISPERSION.get(fam)
+    a.panel().check(fam, a.n_periods)
     return _Layout(
         twin_type=tt,
         family=fam,
@@ -224,7 +247,10 @@ def _draw_units(
     )
 
 
-def _ground_truth(a: _Arguments, lay: _Layout, brands: dict[str, BrandTruth]) -> GroundTruth:
+def _ground_truth(
+    a: _Arguments, lay: _Layout, brands: dict[str, BrandTruth], unit_effects: pd.Series | None
+) -> GroundTruth:
+    opts = a.panel()
     return GroundTruth(
         twin_type=lay.twin_type,
         family=lay.family,
@@ -239,19 +265,49 @@ def _ground_truth(a: _Arguments, lay: _Layout, brands: dict[str, BrandTruth]) ->
         brands=brands,
         dispersion=lay.dispersion,
         outcome_scale=GAUSSIAN_SCALE if lay.family == "gaussian" else 1.0,
+        n_periods=a.n_periods,
+        unit_effects=unit_effects,
+        unit_sd=opts.unit_sd(lay.family, lay.dispersion),
+        trend=opts.trend,
+        season_amplitude=opts.season_amplitude,
+        season_length=opts.season_length,
+        threshold_effect=opts.threshold_effect,
+        threshold_at=opts.threshold_at,
+        noise_df=opts.noise_df,
     )
 
 
+def _unit_effects(
+    a: _Arguments, lay: _Layout, frames: list[pd.DataFrame], rng: np.random.Generator
+) -> pd.Series | None:
+    """Each unit's intercept ``u_i ~ Normal(0, sigma_u**2)`` (None without unit effects)."""
+    sigma_u = a.panel().unit_sd(lay.family, lay.dispersion)
+    if sigma_u == 0.0:
+        return None
+    ids = np.concatenate([f["unit_id"].to_numpy(dtype=str) for f in frames])
+    return pd.Series(rng.normal(0.0, sigma_u, len(ids)), index=pd.Index(ids, name="unit_id"))
+
+
 def _assign(
-    a: _Arguments, lay: _Layout, truth: GroundTruth, units: pd.DataFrame, rng: np.random.Generator
+    a: _Arguments,
+    lay: _Layout,
+    truth: GroundTruth,
+    units: pd.DataFrame,
+    rng: np.random.Generator,
+    extra_logit: NDArray | None = None,
 ) -> tuple[NDArray, NDArray, NDArray]:
-    """Assign each unit a type (``""``: untreated) and an intensity; its mean outcome."""
+    """Assign each unit a type (``""``: untreated) and an intensity; its mean outcome.
+
+    ``extra_logit`` adds to each unit's log-odds of treatment (the hidden-level timing).
+    """
     n = len(units)
-    eta0 = truth.linear_predictor(units, None)
+    eta0 = truth.linear_predictor(units, None, unit_effects=False)
     tf = a.treated_fraction
     logit_p = np.log(tf / (1 - tf)) if tf > 0 else -np.inf
     if a.confounding > 0 and np.std(eta0) > 0:
         logit_p = logit_p + a.confounding * (eta0 - eta0.mean()) / eta0.std()
+    if extra_logit is not None:
+        logit_p = logit_p + extra_logit
     p_treat = special.expit(logit_p) * np.ones(n)
     treated = rng.random(n) < p_treat
     k_idx = rng.choice(a.n_intervention_types, size=n, p=lay.weights)
@@ -268,32 +324,66 @@ def _assign(
     return itype, intensity, mu
 
 
+def _row_means(
+    truth: GroundTruth, rows: pd.DataFrame, itype: NDArray, dose: NDArray, period: NDArray
+) -> NDArray:
+    """The mean outcome of every row, in its own period and treatment."""
+    mu = np.empty(len(rows))
+    for k in ("", *truth.intervention_types):
+        m = itype == k
+        if m.any():
+            mu[m] = truth.expected_outcome(rows[m], k or None, dose[m], period=period[m])
+    return mu
+
+
 def _panel(
-    a: _Arguments, lay: _Layout, truth: GroundTruth, units: pd.DataFrame, rng: np.random.Generator
+    a: _Arguments,
+    lay: _Layout,
+    truth: GroundTruth,
+    units: pd.DataFrame,
+    rngs: tuple[np.random.Generator, np.random.Generator],
 ) -> pd.DataFrame:
-    """One brand's panel: every unit repeated over the periods, with its outcomes."""
-    itype, intensity, mu = _assign(a, lay, truth, units, rng)
+    """One brand's panel: every unit repeated over the periods, with its outcomes.
+
+    ``rngs`` is the history's stream and the panel options' own stream.
+    """
+    rng, panel_rng = rngs
+    opts = a.panel()
+    level = truth.unit_level(units)[0] if truth.unit_effects is not None else None
+    itype, intensity, mu = _assign(a, lay, truth, units, rng, opts.adoption_logit(level))
     periods = a.n_periods
     panel = units.loc[units.index.repeat(periods)].reset_index(drop=True)
     panel.insert(2, "twin_type", lay.twin_type.value)
     panel.insert(3, "period", np.tile(np.arange(periods), len(units)))
-    panel["intervention_type"] = np.repeat(itype, periods)
-    panel["intervention_type"] = panel["intervention_type"].astype(str)
-    panel["intensity"] = np.repeat(intensity, periods)
-    panel["outcome"] = truth.sample_outcomes(np.repeat(mu, periods), rng)
+    if not opts.time_varying:
+        panel["intervention_type"] = np.repeat(itype, periods)
+        panel["intervention_type"] = panel["intervention_type"].astype(str)
+        panel["intensity"] = np.repeat(intensity, periods)
+        panel["outcome"] = truth.sample_outcomes(np.repeat(mu, periods), rng)
+        return panel
+    on, dose = adoption_schedule(opts, itype != "", intensity, periods, level, panel_rng)
+    row_type = np.where(on.ravel(), np.repeat(itype, periods), "").astype(str)
+    row_dose = dose.ravel().astype(float)
+    panel["intervention_type"] = row_type
+    panel["intensity"] = row_dose
+    mu_rows = _row_means(truth, panel, row_type, row_dose, panel["period"].to_numpy())
+    panel["outcome"] = truth.sample_outcomes(mu_rows, rng)
     return panel
 
 
 def _draw(a: _Arguments) -> SyntheticTwinData:
     lay = _resolve(a)
     rng = np.random.default_rng(a.random_seed)
+    # the panel options draw from their own stream: the rest of the history is the same
+    panel_rng = rng.spawn(1)[0]
     brands: dict[str, BrandTruth] = {}
     frames: list[pd.DataFrame] = []
     for b_i, brand in enumerate(a.brands):
         brands[brand] = _draw_brand_truth(a, lay, rng)
         frames.append(_draw_units(a, lay, rng, b_i, brand))
-    truth = _ground_truth(a, lay, brands)
-    data = pd.concat([_panel(a, lay, truth, u, rng) for u in frames], ignore_index=True)
+    truth = _ground_truth(a, lay, brands, _unit_effects(a, lay, frames, panel_rng))
+    rngs = (rng, panel_rng)
+    data = pd.concat([_panel(a, lay, truth, u, rngs) for u in frames], ignore_index=True)
     for col in ("unit_id", "brand", "twin_type", "segment", *lay.categorical):
         data[col] = data[col].astype(str)
     return SyntheticTwinData(
@@ -327,6 +417,17 @@ def generate_synthetic_twin_data(
     feature_correlation: float = 0.35,
     dispersion: float | None = None,
     random_seed: int | None = 0,
+    unit_icc: float = 0.0,
+    adoption: Adoption = "fixed",
+    min_pre_periods: int = 2,
+    on_share: float = 0.5,
+    trend: float = 0.0,
+    season_amplitude: float = 0.0,
+    season_length: int = 4,
+    timing_confounding: float = 0.0,
+    threshold_effect: float = 0.0,
+    threshold_at: float = 0.0,
+    noise_df: float | None = None,
 ) -> SyntheticTwinData:
     """Draw a synthetic panel history for one twin type, with its ground truth.
 
@@ -334,46 +435,38 @@ def generate_synthetic_twin_data(
     ----------
     twin_type : TwinType or str
         ``"hcp"``, ``"patient"`` or ``"territory"``; picks names and the default family.
-    n_units, n_periods : int
-        Units per brand, and periods (rows) per unit.
-    brands : sequence of str
-        Brand names.
-    n_segments, n_intervention_types : int
-        Numbers of segments (specialties, cohorts or regions; of uneven sizes) and of
-        intervention types.
-    n_numeric, n_categorical : int
-        Numbers of numeric and categorical features. Numerics are correlated with each
-        other (``feature_correlation``) and shifted by segment; categoricals are cut
-        from a latent correlated with the first numeric.
+    n_units, n_periods, brands : int, int, sequence of str
+        Units per brand, periods (rows) per unit, and the brand names.
+    n_segments, n_intervention_types, n_numeric, n_categorical : int
+        Numbers of segments (of uneven sizes), intervention types, and numeric and
+        categorical features. Numerics are correlated (``feature_correlation``) and
+        shifted by segment; categoricals are cut from a latent correlated with the first.
     family : str, optional
         ``"bernoulli"``, ``"poisson"``, ``"neg_binomial"`` or ``"gaussian"``; default by
         twin type (hcp: bernoulli, patient: poisson, territory: gaussian).
     effect_means : mapping or sequence of float, optional
-        Mean effect of each intervention type on the link scale (for gaussian, as a
-        fraction of the outcome scale). Zero and negative values are allowed.
-    effect_segment_sd, interaction_sd : float
+        Mean effect of each type on the link scale (gaussian: a fraction of the outcome
+        scale); zero and negative values are allowed.
+    effect_segment_sd, interaction_sd, n_interacting : float, float, int
         Spread of effects across segments around each type's mean, and of the
-        covariate-by-treatment interactions ``gamma`` of the first ``n_interacting``
-        numeric features.
-    n_interacting : int
-        How many numeric features (the first ones) interact with treatment.
-    dose_rate : float
-        Curvature of the dose-response (> 0).
-    treated_fraction : float
-        Share of units treated, in [0, 1).
+        interactions ``gamma`` of the first ``n_interacting`` numerics with treatment.
+    dose_rate, treated_fraction : float
+        Curvature of the dose-response (> 0); share of units treated, in [0, 1).
     type_weights : sequence of float, optional
         Relative frequency of each intervention type (to make a type rare).
     confounding : float
-        0 for random assignment; > 0 treats units with a high untreated mean more
-        often (log-odds of treatment rise by ``confounding`` per sd of baseline).
+        0 for random assignment; > 0: the log-odds of treatment rise by ``confounding``
+        per sd of the untreated mean given the features.
     segment_concentration, feature_correlation : float
-        Dirichlet concentration of segment shares (small: very uneven sizes), and the
-        correlation between the latent numeric features.
+        Dirichlet concentration of segment shares (small: uneven), latent feature correlation.
     dispersion : float, optional
         ``alpha`` for neg_binomial (default 5), ``sigma`` for gaussian as a fraction of
         the outcome scale (default 0.25).
     random_seed : int, optional
         Seed; the same seed gives the same data and truth.
+    unit_icc, adoption, min_pre_periods, on_share, trend, season_amplitude, ... : optional
+        The panel options (also ``season_length``, ``timing_confounding``, ``threshold_*``,
+        ``noise_df``), all off by default: :class:`~bayestwin.synthetic.panel.PanelOptions`.
 
     Returns
     -------

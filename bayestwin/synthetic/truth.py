@@ -5,10 +5,21 @@ outcome of any unit under any intervention, and so the true ATE (absolute and
 relative) of any intervention config on any set of units. It can also run a "real"
 randomised experiment with sampling noise. :class:`SyntheticTwinData` pairs a history
 with its truth.
+
+**Panel processes** (:mod:`bayestwin.synthetic.panel`). A unit of the history carries
+its own intercept ``u_i`` (its ``unit_id`` finds it); a unit the truth does not know
+gets the population's distribution of ``u``: its expected outcome is the average over
+``u ~ Normal(0, unit_sd**2)`` (Gauss-Hermite quadrature, exact for gaussian). The time
+effect is evaluated at a *period*; the default is the **horizon**, the period right
+after the history (``n_periods``, the history's periods being ``0 .. n_periods - 1``).
+Treatment effects act within the period they are given in (no carry-over, no
+anticipation), so the ATE of a config at a period compares each unit treated and
+untreated in that period.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +30,9 @@ from bayestwin.core.families import Family, inverse_link
 from bayestwin.vocabulary import TwinType
 
 __all__ = ["BrandTruth", "GroundTruth", "SyntheticTwinData", "TrueEffect", "dose_response"]
+
+#: Gauss-Hermite nodes of the average over the unit-effect distribution.
+_QUADRATURE_NODES = 32
 
 
 def dose_response(intensity: NDArray | float, rate: float) -> NDArray:
@@ -69,7 +83,12 @@ class BrandTruth:
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """The data-generating process of a synthetic history, evaluable on any units."""
+    """The data-generating process of a synthetic history, evaluable on any units.
+
+    The panel attributes (``n_periods`` onwards) default to a history without panel
+    processes; see :mod:`bayestwin.synthetic.panel` for their meaning. ``unit_effects``
+    maps ``unit_id`` to the unit's link-scale intercept ``u_i`` (None: no unit effects).
+    """
 
     twin_type: TwinType
     family: Family
@@ -84,6 +103,52 @@ class GroundTruth:
     brands: dict[str, BrandTruth]
     dispersion: float | None
     outcome_scale: float
+    n_periods: int = 1
+    unit_effects: pd.Series | None = None
+    unit_sd: float = 0.0
+    trend: float = 0.0
+    season_amplitude: float = 0.0
+    season_length: int = 4
+    threshold_effect: float = 0.0
+    threshold_at: float = 0.0
+    noise_df: float | None = None
+
+    # -- the panel processes --------------------------------------------------------
+    @property
+    def horizon(self) -> int:
+        """The default period of every evaluation: the one right after the history."""
+        return self.n_periods
+
+    def time_effect(self, period: float | NDArray | None = None) -> NDArray:
+        """Link-scale time effect ``trend * t + season_amplitude * sin(2 pi t / L)``.
+
+        Parameters
+        ----------
+        period : float or array, optional
+            Period(s) ``t``; default :attr:`horizon`.
+        """
+        t = np.asarray(self.horizon if period is None else period, dtype=float)
+        return self.trend * t + self.season_amplitude * np.sin(2 * np.pi * t / self.season_length)
+
+    def unit_level(self, units: pd.DataFrame) -> tuple[NDArray, NDArray[np.bool_]]:
+        """Each unit's intercept ``u_i`` (0 where unknown) and whether the truth knows it.
+
+        Parameters
+        ----------
+        units : DataFrame
+            Rows with a ``unit_id`` column (without one, no unit is known).
+        """
+        n = len(units)
+        if self.unit_effects is None:
+            return np.zeros(n), np.ones(n, dtype=bool)
+        if "unit_id" not in units:
+            return np.zeros(n), np.zeros(n, dtype=bool)
+        u = units["unit_id"].astype(str).map(self.unit_effects).to_numpy(dtype=float)
+        known = np.isfinite(u)
+        return np.where(known, u, 0.0), known
+
+    def _has_time_effect(self) -> bool:
+        return self.trend != 0.0 or self.season_amplitude != 0.0
 
     # -- evaluation -----------------------------------------------------------------
     def _z(self, units: pd.DataFrame) -> NDArray:
@@ -104,6 +169,9 @@ class GroundTruth:
         units: pd.DataFrame,
         intervention_type: str | None,
         intensity: float | NDArray = 1.0,
+        *,
+        period: float | NDArray | None = None,
+        unit_effects: bool = True,
     ) -> NDArray:
         """Linear predictor of each unit under an intervention (or none).
 
@@ -115,6 +183,10 @@ class GroundTruth:
             Intervention applied to every unit; ``None`` (or ``""``) for control.
         intensity : float or array
             Intensity of the intervention (>= 0), per unit or shared.
+        period : float or array, optional
+            Period of the time effect, per unit or shared; default :attr:`horizon`.
+        unit_effects : bool
+            Add each known unit's intercept ``u_i`` (unknown units: the mean, 0).
 
         Raises
         ------
@@ -150,8 +222,14 @@ class GroundTruth:
                 e = e + bt.cat_effects[col][codes]
             if treated:
                 het = bt.tau[k, seg_idx[m]] + z[m, : self.n_interacting] @ bt.gamma[k]
+                if self.threshold_effect != 0.0:
+                    het = het + self.threshold_effect * (z[m, 0] > self.threshold_at)
                 e = e + g[m] * het
             eta[m] = e
+        if unit_effects and self.unit_effects is not None:
+            eta = eta + self.unit_level(units)[0]
+        if self._has_time_effect():
+            eta = eta + self.time_effect(period)
         return eta
 
     def expected_outcome(
@@ -159,27 +237,55 @@ class GroundTruth:
         units: pd.DataFrame,
         intervention_type: str | None,
         intensity: float | NDArray = 1.0,
+        *,
+        period: float | NDArray | None = None,
     ) -> NDArray:
-        """Expected outcome per period of each unit (see :meth:`linear_predictor`)."""
-        mu = inverse_link(self.family, self.linear_predictor(units, intervention_type, intensity))
+        """Expected outcome of each unit in a period (see :meth:`linear_predictor`).
+
+        A unit the truth does not know is averaged over the unit-effect distribution.
+        """
+        eta = self.linear_predictor(units, intervention_type, intensity, period=period)
+        mu = inverse_link(self.family, eta)
+        if self.unit_effects is not None and self.family != "gaussian":
+            unknown = ~self.unit_level(units)[1]
+            if unknown.any():
+                nodes, weights = np.polynomial.hermite_e.hermegauss(_QUADRATURE_NODES)
+                spread = eta[unknown, None] + self.unit_sd * nodes[None, :]
+                mu[unknown] = inverse_link(self.family, spread) @ (weights / weights.sum())
         return mu * self.outcome_scale if self.family == "gaussian" else mu
 
     def ate(
-        self, units: pd.DataFrame, intervention_type: str, intensity: float = 1.0
+        self,
+        units: pd.DataFrame,
+        intervention_type: str,
+        intensity: float = 1.0,
+        *,
+        period: int | Sequence[int] | None = None,
     ) -> TrueEffect:
         """True average treatment effect of the intervention on ``units``.
 
         Parameters
         ----------
         units : DataFrame
-            The units (twins) the effect is averaged over; repeated rows count twice.
+            The units (twins) the effect is averaged over, each with its own unit
+            effect when the truth knows its ``unit_id``; repeated rows count twice.
         intervention_type : str
             The intervention.
         intensity : float
             Its intensity.
+        period : int or sequence of int, optional
+            The period the effect is evaluated in, or several periods to average over
+            (for example the next ``H``); default :attr:`horizon`.
         """
-        control = self.expected_outcome(units, None)
-        treated = self.expected_outcome(units, intervention_type, intensity)
+        periods: list[int | None] = (
+            [period] if period is None or isinstance(period, int | np.integer) else list(period)
+        )
+        if not periods:
+            raise ValueError("period must name at least one period")
+        control = np.concatenate([self.expected_outcome(units, None, period=p) for p in periods])
+        treated = np.concatenate(
+            [self.expected_outcome(units, intervention_type, intensity, period=p) for p in periods]
+        )
         return TrueEffect(
             ate=float(np.mean(treated - control)),
             control_mean=float(np.mean(control)),
@@ -197,6 +303,8 @@ class GroundTruth:
             lam = rng.gamma(alpha, mu / alpha)
             return rng.poisson(lam).astype(np.int64)
         sigma = float(self.dispersion or 1.0) * self.outcome_scale
+        if self.noise_df is not None:
+            return mu + sigma * rng.standard_t(self.noise_df, mu.shape)
         return mu + sigma * rng.standard_normal(mu.shape)
 
     def run_experiment(

@@ -12,14 +12,20 @@ It is assembled from one part per job:
 * :mod:`~bayestwin.store.repository.models`: register, list and activate models;
 * :mod:`~bayestwin.store.repository.simulations`: a simulation's row, from pending to
   completed or failed;
-* :mod:`~bayestwin.store.repository.validations`: fidelity checks and a model's history;
+* :mod:`~bayestwin.store.repository.workers`: which live worker owns an unfinished
+  simulation, and the rows no live worker owns;
+* :mod:`~bayestwin.store.repository.validations`: fidelity checks (one per simulation)
+  and a model's history;
 * :mod:`~bayestwin.store.repository.memory`: the episodic and procedural memory, with
   the request key and distance of :mod:`~bayestwin.store.repository.matching`.
 
 Errors are those of :mod:`bayestwin.errors`: a missing row is a ``NotFoundError`` (code
 ``not_found``, or ``no_active_model``); a duplicate a ``ConflictError`` with code
 ``already_exists``; a step that does not fit the row's state a ``ConflictError`` with
-code ``invalid_state``; a bad argument an ``InvalidInputError``.
+code ``invalid_state``; a bad argument an ``InvalidInputError``. A value the database
+itself refuses (a NUL character, a string longer than its column, a duplicate key) is
+mapped to these types by :mod:`~bayestwin.store.repository.dberrors`: the message names
+the field and never holds the SQL statement or its parameters.
 """
 
 from __future__ import annotations
@@ -28,11 +34,14 @@ from bayestwin.store.repository.memory import MemoryRecords
 from bayestwin.store.repository.models import ModelRecords
 from bayestwin.store.repository.simulations import SimulationRecords
 from bayestwin.store.repository.validations import ValidationRecords
+from bayestwin.store.repository.workers import WorkerRecords
 
 __all__ = ["TwinRepository"]
 
 
-class TwinRepository(ModelRecords, SimulationRecords, ValidationRecords, MemoryRecords):
+class TwinRepository(
+    ModelRecords, SimulationRecords, WorkerRecords, ValidationRecords, MemoryRecords
+):
     """Persistence of twin models, simulations and fidelity checks.
 
     Parameters

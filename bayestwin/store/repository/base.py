@@ -6,11 +6,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Self
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
 from bayestwin.store.db import make_engine, session_factory
 from bayestwin.store.migrations import upgrade
+from bayestwin.store.repository.dberrors import database_error
 
 __all__ = ["RepositoryBase"]
 
@@ -54,12 +56,22 @@ class RepositoryBase:
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
-        """One writing transaction (SQLite: ``BEGIN IMMEDIATE``), committed on exit."""
-        with self._write_session.begin() as session:
-            yield session
+        """One writing transaction (SQLite: ``BEGIN IMMEDIATE``), committed on exit.
+
+        A database error becomes a :mod:`bayestwin.errors` type without the SQL
+        (:func:`~bayestwin.store.repository.dberrors.database_error`).
+        """
+        try:
+            with self._write_session.begin() as session:
+                yield session
+        except sa_exc.StatementError as exc:
+            raise database_error(exc) from None
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
-        """One reading transaction."""
-        with self._read_session.begin() as session:
-            yield session
+        """One reading transaction (database errors as in :meth:`_write`)."""
+        try:
+            with self._read_session.begin() as session:
+                yield session
+        except sa_exc.StatementError as exc:
+            raise database_error(exc) from None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bayestwin.errors import ConflictError, InvalidInputError, NotFoundError
@@ -123,10 +122,10 @@ class ModelRecords(RepositoryBase):
         try:
             with self._write() as session:
                 return model_info(_insert_model(session, info, active, taken))
-        except IntegrityError as exc:
+        except ConflictError as exc:
             # A concurrent writer took the id or the (name, version) between check and insert.
-            if "model_name" in str(exc.orig) or "pk_digital_twin_models" in str(exc.orig):
-                raise _already_exists(taken) from exc
+            if exc.code == "already_exists" and exc.field in ("model_id", "model_name"):
+                raise _already_exists(taken) from None
             raise
 
     def get_model(self, model_id: uuid.UUID | str) -> TwinModelInfo:

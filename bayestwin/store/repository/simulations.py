@@ -9,7 +9,9 @@
     fail_simulation     -> failed      (with the error and the execution time)
 
 A process that dies mid-simulation leaves its row pending or running, never
-half-written completed; :meth:`SimulationRecords.fail_stale_simulations` closes such rows.
+half-written completed; :meth:`SimulationRecords.fail_stale_simulations` (by age) and
+:meth:`~bayestwin.store.repository.workers.WorkerRecords.fail_unowned_simulations` (by
+the worker's heartbeat) close such rows.
 """
 
 from __future__ import annotations
@@ -104,7 +106,9 @@ def _write_result(row: TwinSimulation, done: SimulationResult) -> None:
     row.twin_unit_ids = heavy.get("twin_unit_ids")
 
 
-def _pending_row(simulation: SimulationResult, request_hash: str) -> TwinSimulation:
+def _pending_row(
+    simulation: SimulationResult, request_hash: str, worker_id: str | None
+) -> TwinSimulation:
     return TwinSimulation(
         simulation_id=simulation.simulation_id,
         model_id=simulation.model_id,
@@ -119,6 +123,8 @@ def _pending_row(simulation: SimulationResult, request_hash: str) -> TwinSimulat
         request_hash=request_hash,
         simulation_status=SimulationStatus.PENDING,
         created_at=simulation.created_at,
+        worker_id=worker_id,
+        heartbeat_at=utcnow() if worker_id is not None else None,
     )
 
 
@@ -126,7 +132,11 @@ class SimulationRecords(RepositoryBase):
     """Rows of ``twin_simulations``: one per simulation, from request to result."""
 
     def create_simulation(
-        self, simulation: SimulationResult, *, request_hash: str | None = None
+        self,
+        simulation: SimulationResult,
+        *,
+        request_hash: str | None = None,
+        worker_id: str | None = None,
     ) -> SimulationResult:
         """Store a new simulation as pending.
 
@@ -138,6 +148,11 @@ class SimulationRecords(RepositoryBase):
         request_hash : str, optional
             Cache key of the request; defaults to
             :func:`~bayestwin.store.repository.matching.request_hash` of ``simulation``.
+        worker_id : str, optional
+            The live worker that will run it (see
+            :class:`~bayestwin.store.repository.workers.WorkerRecords`); None: nobody
+            reports it alive, so it counts as abandoned once it is older than the grace
+            period of :meth:`fail_unowned_simulations`.
 
         Returns
         -------
@@ -169,7 +184,7 @@ class SimulationRecords(RepositoryBase):
                 raise ConflictError(
                     f"simulation {simulation.simulation_id} already exists", code="already_exists"
                 )
-            row = _pending_row(simulation, key)
+            row = _pending_row(simulation, key, worker_id)
             session.add(row)
             reload(session, row)
             return simulation_result(row, include_draws=False)
@@ -192,7 +207,7 @@ class SimulationRecords(RepositoryBase):
                     f"simulation {key} is {row.simulation_status}, not pending; cannot start it"
                 )
             row.simulation_status = SimulationStatus.RUNNING
-            row.started_at = utcnow()
+            row.started_at = row.heartbeat_at = utcnow()
             reload(session, row)
             return simulation_result(row, include_draws=False)
 

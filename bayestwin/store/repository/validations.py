@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from bayestwin.errors import ConflictError, InvalidInputError
 from bayestwin.schemas import FidelityResult, utcnow
@@ -14,7 +15,7 @@ from bayestwin.store.repository.rows import as_uuid, fidelity_result, json_field
 from bayestwin.store.tables import DigitalTwinModel, TwinFidelityTracking, TwinSimulation
 from bayestwin.vocabulary import SimulationStatus
 
-__all__ = ["ValidationRecords"]
+__all__ = ["ValidationRecords", "already_validated"]
 
 
 def _since(since: datetime | None, window_days: int | None) -> datetime | None:
@@ -27,19 +28,50 @@ def _since(since: datetime | None, window_days: int | None) -> datetime | None:
     return utcnow() - timedelta(days=window_days)
 
 
+def already_validated(simulation_id: uuid.UUID) -> ConflictError:
+    """The error of a second validation of a simulation."""
+    return ConflictError(
+        f"simulation {simulation_id} is already validated; pass replace=True to replace "
+        "its validation",
+        field="simulation_id",
+        code="already_validated",
+    )
+
+
+def _replace_earlier(session: Session, simulation_id: uuid.UUID, *, replace: bool) -> None:
+    """Refuse a second validation of a simulation, or delete the earlier ones."""
+    earlier = sa.select(TwinFidelityTracking.tracking_id).where(
+        TwinFidelityTracking.simulation_id == simulation_id
+    )
+    if session.scalar(earlier.limit(1)) is None:
+        return
+    if not replace:
+        raise already_validated(simulation_id)
+    session.execute(
+        sa.delete(TwinFidelityTracking).where(TwinFidelityTracking.simulation_id == simulation_id)
+    )
+    session.flush()
+
+
 class ValidationRecords(RepositoryBase):
     """Rows of ``twin_fidelity_tracking``: one per comparison with a real experiment."""
 
-    def record_validation(self, result: FidelityResult) -> FidelityResult:
+    def record_validation(self, result: FidelityResult, *, replace: bool = False) -> FidelityResult:
         """Store a validation and, when it carries one, the model's new fidelity score.
 
-        Both writes happen in one transaction. The score is taken from
-        ``result.model_fidelity_score``; when it is None the model's score is left as is.
+        A simulation is validated once: a second validation is refused unless
+        ``replace`` is given, when the earlier ones are deleted. The check, the delete,
+        the insert and the model's score are one transaction, with the simulation's row
+        locked, so two concurrent validations of one simulation cannot both be stored.
+        The score is taken from ``result.model_fidelity_score``; when it is None the
+        model's score is left as is.
 
         Parameters
         ----------
         result : FidelityResult
             The comparison; ``simulation_id`` names a completed simulation.
+        replace : bool
+            Replace the simulation's earlier validation instead of refusing.
 
         Returns
         -------
@@ -51,15 +83,16 @@ class ValidationRecords(RepositoryBase):
         NotFoundError
             If the simulation does not exist.
         ConflictError
-            ``invalid_state`` if the simulation has not completed; ``already_exists``
-            if the tracking id is taken.
+            ``invalid_state`` if the simulation has not completed; ``already_validated``
+            if it has a validation and ``replace`` is False; ``already_exists`` if the
+            tracking id is taken.
         """
         if result.simulation_id is None:
             raise InvalidInputError(
                 "simulation_id is required to record a validation", field="simulation_id"
             )
         with self._write() as session:
-            sim = session.get(TwinSimulation, result.simulation_id)
+            sim = session.get(TwinSimulation, result.simulation_id, with_for_update=True)
             if sim is None:
                 not_found("simulation", result.simulation_id)
             if sim.simulation_status is not SimulationStatus.COMPLETED:
@@ -68,6 +101,7 @@ class ValidationRecords(RepositoryBase):
                     "completed simulation can be validated",
                     code="invalid_state",
                 )
+            _replace_earlier(session, result.simulation_id, replace=replace)
             if session.get(TwinFidelityTracking, result.tracking_id) is not None:
                 raise ConflictError(
                     f"validation {result.tracking_id} already exists", code="already_exists"
