@@ -334,11 +334,11 @@ _DEMO_HEADER = [
 ]
 
 _DEMO_LEGEND = (
-    "deploy = run the real test (sized as shown, per arm; capped = limited by the "
-    "eligible population); skip = predicted effect below the threshold; refine = "
-    "redesign and simulate again. True ATE: from the ground truth the data were drawn "
-    "from. Real experiments: randomised draws from that truth; grade = the twins' "
-    "error against them."
+    "deploy = run the real test (sized as shown, per arm: what it needs; short = the "
+    "eligible population cannot supply both arms, and the decision is refine); skip = "
+    "predicted effect below the threshold; refine = redesign and simulate again. True "
+    "ATE: from the ground truth the data were drawn from. Real experiments: randomised "
+    "draws from that truth; grade = the twins' error against them."
 )
 
 
@@ -409,7 +409,11 @@ def _demo_row(entry: dict[str, Any]) -> list[str]:
         str(sim["recommendation"]),
         f"{fmt_count(ss.get('classic_n_per_arm'))} / {fmt_count(ss.get('assurance_n_per_arm'))}"
         f" / {fmt_count(ss.get('covariate_adjusted_n_per_arm'))}"
-        + (" (capped)" if ss.get("capped") else ""),
+        + (
+            f" (short: {fmt_count(ss.get('eligible_population'))} eligible)"
+            if ss.get("population_sufficient") is False
+            else ""
+        ),
         f"{fmt_number(exp['actual_ate'], '.4g', True)} ± {fmt_number(exp['actual_se'], '.2g')}"
         f" (n={exp['n_treatment']}/arm)",
         str(val["fidelity_grade"]),

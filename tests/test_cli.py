@@ -13,8 +13,10 @@ import pytest
 from helpers import BRAND, make_settings, truth_model
 
 from bayestwin.cli import main
+from bayestwin.cli.text import simulation_text
 from bayestwin.core.outcomes import outcome_from_frame
-from bayestwin.demo import demo_text
+from bayestwin.demo import _demo_row, demo_text
+from bayestwin.schemas import SampleSizeReport, SimulationResult
 from bayestwin.service import TwinService
 from bayestwin.synthetic import SyntheticTwinData, generate_synthetic_twin_data
 
@@ -306,3 +308,49 @@ def test_demo_quick(tmp_path: Path) -> None:
         "model fidelity score",
     ):
         assert word in text
+
+
+def _sized_result(eligible: int) -> SimulationResult:
+    report = SampleSizeReport(
+        alpha=0.05,
+        power=0.8,
+        classic_n_per_arm=600,
+        assurance_n_per_arm=900,
+        covariate_adjusted_n_per_arm=450,
+        eligible_population=eligible,
+        population_sufficient=eligible >= 1200,
+    )
+    return SimulationResult(
+        brand=BRAND,
+        twin_type="hcp",
+        intervention_type="email_campaign",
+        twin_count=500,
+        simulation_status="completed",
+        simulated_ate=0.05,
+        simulated_ci_lower=0.01,
+        simulated_ci_upper=0.09,
+        recommendation="refine" if eligible < 1200 else "deploy",
+        recommended_sample_size=1200,
+        sample_size=report,
+        eligible_population=eligible,
+        population_sufficient=eligible >= 1200,
+    )
+
+
+def test_text_shows_the_real_need_and_marks_a_short_population() -> None:
+    short, enough = _sized_result(1000), _sized_result(5000)
+    text = simulation_text(short)
+    assert "classic 600" in text and "eligible 1000; SHORT: the classic test needs 1200" in text
+    assert "SHORT" not in simulation_text(enough) and "eligible 5000)" in simulation_text(enough)
+
+    def row(sim: SimulationResult) -> str:
+        entry = {
+            "simulation": sim.model_dump(mode="json"),
+            "true_ate": 0.05,
+            "experiment": {"actual_ate": 0.04, "actual_se": 0.01, "n_treatment": 100},
+            "validation": {"fidelity_grade": "good"},
+        }
+        return _demo_row(entry)[6]
+
+    assert row(short) == "600 / 900 / 450 (short: 1000 eligible)"
+    assert row(enough) == "600 / 900 / 450"

@@ -119,6 +119,32 @@ def test_intensity_without_intervention_is_refused(small: SyntheticTwinData) -> 
     assert err.value.field == "intervention_type"
 
 
+@pytest.mark.parametrize(
+    "column",
+    [
+        lambda it: (it != "").astype(int),
+        lambda it: (it != "").astype(float).where(it != "", np.nan),
+        lambda it: it.where(it == "", 1).astype(object),
+        lambda it: it != "",
+    ],
+    ids=["int-0-1", "float-1-nan", "mixed-object", "bool"],
+)
+def test_non_string_intervention_type_is_refused(small: SyntheticTwinData, column) -> None:
+    df = small.data.assign(intervention_type=column(small.data["intervention_type"]))
+    with pytest.raises(InvalidInputError, match="must hold strings.*empty string or None") as err:
+        check_history(df, _spec(small))
+    assert (err.value.code, err.value.field) == ("invalid_history", "intervention_type")
+
+
+def test_string_intervention_type_with_missing_untreated_is_accepted(
+    small: SyntheticTwinData,
+) -> None:
+    it = small.data["intervention_type"]
+    for column in (it.where(it != "", None), it.astype("string"), it.astype("category")):
+        df = check_history(small.data.assign(intervention_type=column), _spec(small))
+        assert set(df["intervention_type"]) == set(it)
+
+
 def test_history_without_treated_rows_is_refused(small: SyntheticTwinData) -> None:
     df = small.data.assign(intervention_type="", intensity=0.0)
     with pytest.raises(InvalidInputError, match="no treated rows") as err:

@@ -21,6 +21,7 @@ from bayestwin.core.power import (
     z_critical,
 )
 from bayestwin.core.sample_size import covariate_adjusted_n, prognostic_rho2, sample_size_report
+from bayestwin.schemas import SampleSizeReport
 
 Z_975 = 1.959963984540054
 Z_80 = 0.8416212335729143
@@ -191,7 +192,7 @@ def test_prognostic_rho2() -> None:
     assert prognostic_rho2(x * 100, 1.0) == 1.0
 
 
-def test_sample_size_report_and_caps() -> None:
+def test_sample_size_report_is_uncapped_with_a_feasibility_flag() -> None:
     rng = np.random.default_rng(5)
     draws = 0.05 + 0.01 * rng.standard_normal(2000)
     rep = sample_size_report(draws, 0.16, 0.2, rho=0.5)
@@ -199,14 +200,29 @@ def test_sample_size_report_and_caps() -> None:
     assert rep.classic_n_per_arm == classic
     assert rep.covariate_adjusted_n_per_arm == math.ceil(classic * 0.75)
     assert rep.assurance_n_per_arm is not None and rep.assurance_n_per_arm >= classic
-    assert not rep.capped and rep.alpha == 0.05 and rep.power == 0.8
+    assert rep.population_sufficient is None and rep.eligible_population is None
+    assert rep.alpha == 0.05 and rep.power == 0.8
     assert len(rep.assurance_curve) > 10
 
-    capped = sample_size_report(draws, 0.16, 0.2, rho=0.5, eligible_population=500)
-    assert capped.capped
-    assert capped.classic_n_per_arm == 250
-    assert capped.covariate_adjusted_n_per_arm == 250
-    assert capped.eligible_population == 500
+    # a population too small for the test changes no size, only the flag
+    short = sample_size_report(draws, 0.16, 0.2, rho=0.5, eligible_population=500)
+    assert 2 * classic > 500
+    assert short.population_sufficient is False and short.eligible_population == 500
+    assert short.classic_n_per_arm == classic
+    assert short.covariate_adjusted_n_per_arm == rep.covariate_adjusted_n_per_arm
+    assert short.assurance_n_per_arm == rep.assurance_n_per_arm
+    # exactly enough units for both arms is enough
+    exact = sample_size_report(draws, 0.16, 0.2, eligible_population=2 * classic)
+    assert exact.population_sufficient is True and exact.classic_n_per_arm == classic
+    assert (
+        sample_size_report(
+            draws, 0.16, 0.2, eligible_population=2 * classic - 1
+        ).population_sufficient
+        is False
+    )
+    # a report stored with the old "capped" flag still loads
+    legacy = SampleSizeReport.model_validate({**short.model_dump(), "capped": True})
+    assert legacy == short
 
     no_rho = sample_size_report(draws, 0.16, 0.2, effect=0.1)
     assert no_rho.covariate_adjusted_n_per_arm is None and no_rho.rho is None

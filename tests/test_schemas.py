@@ -149,7 +149,7 @@ sample_size_reports = st.fixed_dictionaries(
         "covariate_adjusted_n_per_arm": opt(counts),
         "rho": opt(st.floats(-1.0, 1.0)),
         "eligible_population": opt(counts),
-        "capped": st.booleans(),
+        "population_sufficient": opt(st.booleans()),
     },
 )
 
@@ -191,6 +191,7 @@ def simulation_results(draw: st.DrawFn) -> dict[str, Any]:
         "sample_size": opt(sample_size_reports),
         "prior_estimate": opt(effect_priors),
         "eligible_population": opt(counts),
+        "population_sufficient": opt(st.booleans()),
         "ate_draws": opt(st.lists(finite, max_size=5)),
         "twin_unit_ids": opt(st.lists(text, max_size=3)),
         "from_cache": st.booleans(),

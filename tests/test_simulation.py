@@ -280,11 +280,16 @@ def test_refine_when_population_too_small(engine64: SimulationEngine) -> None:
     assert res.recommendation is Recommendation.REFINE
     assert res.eligible_population == 30
     report = res.sample_size
-    assert report is not None and report.capped and report.classic_n_per_arm == 15
-    assert res.recommended_sample_size == 30
-    assert any("too small" in s for s in res.refine_suggestions)
     needed = 2 * n_per_arm(float(np.median(tau)), 100.0, 100.0)  # type: ignore[operator]
-    assert str(needed) in (res.recommendation_rationale or "")
+    assert needed > 30
+    # the size is what the real test needs, never capped at the eligible population
+    assert report is not None and report.classic_n_per_arm == needed // 2
+    assert report.population_sufficient is False and report.eligible_population == 30
+    assert res.recommended_sample_size == needed
+    assert res.population_sufficient is False
+    assert any("too small" in s for s in res.refine_suggestions)
+    rationale = res.recommendation_rationale or ""
+    assert str(needed) in rationale and "only 30 are eligible" in rationale
 
 
 def test_decision_monotone_in_threshold_end_to_end(tau_draws: np.ndarray) -> None:

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 from pydantic import BaseModel
 
 from bayestwin.demo import fmt_count, fmt_number, indent, text_table
-from bayestwin.schemas import FidelityResult, SimulationResult, TwinModelInfo
+from bayestwin.schemas import FidelityResult, SampleSizeReport, SimulationResult, TwinModelInfo
 from bayestwin.vocabulary import SimulationStatus
 
 __all__ = [
@@ -35,6 +35,13 @@ def _jsonable(obj: Any) -> Any:
 def print_json(obj: Any, out: TextIO) -> None:
     """Write ``obj`` as indented JSON (a simulation without its heavy fields)."""
     out.write(json.dumps(_jsonable(obj), indent=2, default=str) + "\n")
+
+
+def _shortfall(ss: SampleSizeReport) -> str:
+    """The mark of an eligible population too small for the classic test, or ``""``."""
+    if ss.population_sufficient is not False or ss.classic_n_per_arm is None:
+        return ""
+    return f"; SHORT: the classic test needs {fmt_count(2 * ss.classic_n_per_arm)} units"
 
 
 def simulation_text(sim: SimulationResult) -> str:
@@ -67,7 +74,7 @@ def simulation_text(sim: SimulationResult) -> str:
             f"  sample size per arm: classic {fmt_count(ss.classic_n_per_arm)}, assurance "
             f"{fmt_count(ss.assurance_n_per_arm)}, covariate-adjusted "
             f"{fmt_count(ss.covariate_adjusted_n_per_arm)} "
-            f"(eligible {fmt_count(ss.eligible_population)}" + (", capped)" if ss.capped else ")")
+            f"(eligible {fmt_count(ss.eligible_population)}{_shortfall(ss)})"
         )
     for tip in sim.refine_suggestions:
         lines.append(f"  - {tip}")

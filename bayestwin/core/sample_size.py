@@ -20,7 +20,12 @@ from numpy.typing import ArrayLike
 from bayestwin.core.power import assurance_curve, assurance_n, default_n_grid, n_per_arm
 from bayestwin.schemas import SampleSizeReport
 
-__all__ = ["covariate_adjusted_n", "prognostic_rho2", "sample_size_report"]
+__all__ = [
+    "covariate_adjusted_n",
+    "population_sufficient",
+    "prognostic_rho2",
+    "sample_size_report",
+]
 
 
 def covariate_adjusted_n(n: int | None, rho: float) -> int | None:
@@ -78,10 +83,24 @@ def prognostic_rho2(
     return float(min(1.0, max(0.0, var / total_variance)))
 
 
-def _cap(n: int | None, limit: int | None) -> tuple[int | None, bool]:
-    if n is None or limit is None or n <= limit:
-        return n, False
-    return limit, True
+def population_sufficient(n_per_arm: int | None, eligible_population: int | None) -> bool | None:
+    """Whether ``eligible_population`` units can supply a two-arm test of ``n_per_arm``.
+
+    Parameters
+    ----------
+    n_per_arm : int or None
+        Units per arm of the test (``2 n_per_arm`` distinct units in all).
+    eligible_population : int or None
+        Units eligible for the test.
+
+    Returns
+    -------
+    bool or None
+        ``2 n_per_arm <= eligible_population``; None when either is unknown.
+    """
+    if n_per_arm is None or eligible_population is None:
+        return None
+    return 2 * n_per_arm <= eligible_population
 
 
 def sample_size_report(
@@ -109,9 +128,10 @@ def sample_size_report(
     rho : float, optional
         Prognostic correlation for the adjusted ``n``; None skips it.
     eligible_population : int, optional
-        Units eligible for the real test. A two-arm test uses ``2 n`` distinct
-        units, so every size is capped at ``eligible_population // 2`` and
-        ``capped`` is set when a cap bites.
+        Units eligible for the real test. The sizes are never capped by it: they
+        are what the test needs. A two-arm test uses ``2 n`` distinct units, and
+        ``population_sufficient`` says whether the eligible units can supply the
+        classic ``n`` (None when it or the eligible count is unknown).
     alpha, power : float
         Two-sided level and target power (and target assurance).
     n_grid : sequence of int, optional
@@ -129,10 +149,6 @@ def sample_size_report(
     adjusted = covariate_adjusted_n(classic, rho) if rho is not None else None
     grid = default_n_grid(classic) if n_grid is None else list(n_grid)
     curve = assurance_curve(draws, var_control, var_treated, grid, alpha=alpha)
-    limit = None if eligible_population is None else eligible_population // 2
-    classic, c1 = _cap(classic, limit)
-    assured, c2 = _cap(assured, limit)
-    adjusted, c3 = _cap(adjusted, limit)
     return SampleSizeReport(
         alpha=alpha,
         power=power,
@@ -142,5 +158,5 @@ def sample_size_report(
         covariate_adjusted_n_per_arm=adjusted,
         rho=None if rho is None else float(rho),
         eligible_population=eligible_population,
-        capped=c1 or c2 or c3,
+        population_sufficient=population_sufficient(classic, eligible_population),
     )

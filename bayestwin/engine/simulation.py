@@ -387,6 +387,9 @@ class SimulationEngine:
             sample_size=summary.sample_size,
             prior_estimate=summary.prior,
             eligible_population=twins.eligible,
+            population_sufficient=None
+            if summary.recommended_sample_size is None
+            else summary.recommended_sample_size <= twins.eligible,
             outcome_sd_control=summary.sd_control,
             outcome_sd_treated=summary.sd_treated,
             completed_at=utcnow(),

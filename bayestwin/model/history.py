@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bayestwin.errors import InvalidInputError
-from bayestwin.model.spec import TwinModelSpec
+from bayestwin.model.spec import IMPLICIT_SEGMENT, TwinModelSpec
 
 __all__ = ["check_history", "collapse_history", "latest_population"]
 
@@ -51,7 +51,9 @@ def check_history(history: pd.DataFrame, spec: TwinModelSpec) -> pd.DataFrame:
     df[spec.intervention_column] = itype
     # rows with a named intervention but intensity 0 are untreated
     df.loc[intensity == 0, spec.intervention_column] = ""
-    if len(spec.segment_columns) > 1:
+    if not spec.segment_columns:
+        df[spec.segment_column] = IMPLICIT_SEGMENT
+    elif len(spec.segment_columns) > 1:
         df[spec.segment_column] = df[list(spec.segment_columns)].astype(str).agg("|".join, axis=1)
     else:
         df[spec.segment_column] = df[spec.segment_column].astype(str)
@@ -121,7 +123,25 @@ def _check_values(df: pd.DataFrame, spec: TwinModelSpec) -> None:
     _check_periods(df, spec)
 
 
+def _check_intervention_type(df: pd.DataFrame, spec: TwinModelSpec) -> None:
+    """Refuse an intervention column whose values are not strings (e.g. numeric 0/1)."""
+    col = spec.intervention_column
+    present = df[col].dropna()
+    kind = pd.api.types.infer_dtype(np.asarray(present, dtype=object), skipna=True)
+    if kind in ("string", "empty"):
+        return
+    example = next(v for v in present if not isinstance(v, str))
+    shown = repr(example.item() if isinstance(example, np.generic) else example)[:40]
+    raise _invalid(
+        f"column {col!r} has dtype {df[col].dtype} with non-string values such as "
+        f"{shown}; it must hold strings naming each row's intervention, with an "
+        "empty string or None for untreated rows",
+        col,
+    )
+
+
 def _check_treatment(df: pd.DataFrame, spec: TwinModelSpec) -> None:
+    _check_intervention_type(df, spec)
     intensity = df[spec.intensity_column].to_numpy(dtype=float)
     if (intensity < 0).any():
         raise _invalid(

@@ -21,6 +21,9 @@ The model is the hierarchical GLM of DESIGN.md::
   ``tau[k, seg] ~ Normal(tau_type[k], sigma_seg)``) samples far better
   (``intercept_parameterization``, ``effect_parameterization``; see
   :func:`centred_intercepts` and :func:`centred_effects`);
+* a history with a single segment (no grouping column, or one value) has no
+  segment-level hierarchy: ``a = mu_a`` and ``tau[k, seg] = tau_type[k]``, with no
+  ``sigma_a`` or ``sigma_seg`` (scales no data inform);
 * hierarchical scales get boundary-avoiding ``Gamma(2, 2 / scale)`` priors, which keep
   the sampler out of the funnel at zero when there are few groups.
 
@@ -328,8 +331,16 @@ def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec) -> Any:
 
 
 def _intercepts(pm: Any, d: dict[str, Any], pr: TwinPriors, coords: dict[str, list[str]]) -> Any:
-    """Segment intercepts ``a``: centred or non-centred around ``mu_a``."""
+    """Segment intercepts ``a``: centred or non-centred around ``mu_a``.
+
+    A single segment has no segment-level hierarchy: ``a = mu_a`` and no ``sigma_a``
+    (a scale no data inform, which only opens a funnel for the sampler).
+    """
+    import pytensor.tensor as pt
+
     mu_a = pm.Normal("mu_a", d["center"], pr.intercept_sd)
+    if len(coords["segment"]) < 2:
+        return pm.Deterministic("a", mu_a * pt.ones(len(coords["segment"])), dims="segment")
     sigma_a = _scale_prior(pm, "sigma_a", pr.segment_sd)
     if d["centred_intercepts"]:
         return pm.Normal("a", mu_a, sigma_a, dims="segment")
@@ -338,10 +349,16 @@ def _intercepts(pm: Any, d: dict[str, Any], pr: TwinPriors, coords: dict[str, li
 
 
 def _effects(pm: Any, d: dict[str, Any], pr: TwinPriors, coords: dict[str, list[str]]) -> Any:
-    """Effects ``tau[k, seg]`` at intensity 1, pooled across types, then segments."""
+    """Effects ``tau[k, seg]`` at intensity 1, pooled across types, then segments.
+
+    A single segment has no segment-level deviations and no ``sigma_seg``:
+    ``tau[k, seg] = tau_type[k]``.
+    """
     mu_tau = pm.Normal("mu_tau", 0.0, pr.effect_mean_sd)
     sigma_type = _scale_prior(pm, "sigma_type", pr.effect_type_sd)
-    sigma_seg = _scale_prior(pm, "sigma_seg", pr.effect_segment_sd)
+    one_segment = len(coords["segment"]) < 2
+    if not one_segment:
+        sigma_seg = _scale_prior(pm, "sigma_seg", pr.effect_segment_sd)
     centred_types, centred_cells = d["centred_effects"]
     if centred_types:
         tau_type = pm.Normal("tau_type", mu_tau, sigma_type, dims="intervention_type")
@@ -350,6 +367,8 @@ def _effects(pm: Any, d: dict[str, Any], pr: TwinPriors, coords: dict[str, list[
         tau_type = pm.Deterministic(
             "tau_type", mu_tau + sigma_type * z_type, dims="intervention_type"
         )
+    if one_segment:
+        return pm.Deterministic("tau", tau_type[:, None], dims=("intervention_type", "segment"))
     if centred_cells:
         return pm.Normal("tau", tau_type[:, None], sigma_seg, dims=("intervention_type", "segment"))
     z_tau = _zero_sum(pm, "z_tau", ("intervention_type", "segment"), coords)

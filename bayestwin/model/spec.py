@@ -21,12 +21,16 @@ from bayestwin.core.families import Family
 from bayestwin.vocabulary import TwinType
 
 __all__ = [
+    "IMPLICIT_SEGMENT",
     "DiagnosticThresholds",
     "SamplerSettings",
     "TwinModelSpec",
     "TwinPriors",
     "default_spec",
 ]
+
+#: The one segment of a history fitted without a grouping column.
+IMPLICIT_SEGMENT = "all"
 
 
 class TwinPriors(BaseModel):
@@ -89,7 +93,13 @@ class TwinModelSpec(BaseModel):
     family: Family = "bernoulli"
     numeric_features: tuple[str, ...] = ()
     categorical_features: tuple[str, ...] = ()
-    segment_columns: tuple[str, ...] = ("segment",)
+    segment_columns: tuple[str, ...] = Field(
+        ("segment",),
+        description=(
+            "Grouping columns; empty for a history without segments, fitted as one "
+            "segment (IMPLICIT_SEGMENT) with no segment-level hierarchy."
+        ),
+    )
     unit_column: str = "unit_id"
     period_column: str | None = "period"
     brand_column: str = "brand"
@@ -119,8 +129,6 @@ class TwinModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _disjoint(self) -> TwinModelSpec:
-        if not self.segment_columns:
-            raise ValueError("segment_columns needs at least one grouping column")
         both = set(self.numeric_features) & set(self.categorical_features)
         if both:
             raise ValueError(f"columns {sorted(both)} are both numeric and categorical")
@@ -128,8 +136,12 @@ class TwinModelSpec(BaseModel):
 
     @property
     def segment_column(self) -> str:
-        """Name of the (possibly combined) segment column in the population."""
-        return "|".join(self.segment_columns)
+        """Name of the (possibly combined) segment column in the population.
+
+        ``"segment"`` when the spec has no grouping column: the history then gets that
+        column, holding :data:`IMPLICIT_SEGMENT` on every row.
+        """
+        return "|".join(self.segment_columns) or "segment"
 
     def spec_hash(self) -> str:
         """Hash of this spec and the package version (16 hex digits)."""
@@ -147,6 +159,7 @@ def default_spec(
     family: Family,
     numeric_features: Sequence[str],
     categorical_features: Sequence[str] = (),
+    segment_column: str | None = "segment",
     **kwargs: Any,
 ) -> TwinModelSpec:
     """Shorthand for a :class:`TwinModelSpec` with the synthetic data's column names.
@@ -155,6 +168,9 @@ def default_spec(
     ----------
     twin_type, brand, family, numeric_features, categorical_features
         As in :class:`TwinModelSpec`.
+    segment_column : str or None
+        The grouping column; None fits the history as one segment, with no
+        segment-level hierarchy. Ignored when ``segment_columns`` is given.
     **kwargs
         Any other :class:`TwinModelSpec` field (``sampler=SamplerSettings(...)``...).
 
@@ -163,6 +179,7 @@ def default_spec(
     TwinModelSpec
         The spec.
     """
+    kwargs.setdefault("segment_columns", (segment_column,) if segment_column else ())
     return TwinModelSpec(
         twin_type=TwinType(twin_type),
         brand=brand,

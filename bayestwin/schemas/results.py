@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import datetime
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -106,8 +106,26 @@ class SampleSizeReport(Schema):
         None, description="Classic n with variance x (1 - rho^2) (PROCOVA-style)."
     )
     rho: float | None = Field(None, ge=-1.0, le=1.0)
-    eligible_population: int | None = Field(None, ge=0)
-    capped: bool = Field(False, description="True when a size was capped at eligibility.")
+    eligible_population: int | None = Field(
+        None,
+        ge=0,
+        description="Units eligible for the real test (both arms draw from them); None if "
+        "unknown. The sizes above are never capped at it.",
+    )
+    population_sufficient: bool | None = Field(
+        None,
+        description="True when the eligible population can supply the classic test "
+        "(2 x classic_n_per_arm <= eligible_population), False when it falls short; None "
+        "when either is unknown.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_legacy_cap(cls, data: Any) -> Any:
+        # reports stored before the sizes were uncapped carry a "capped" flag
+        if isinstance(data, dict) and "capped" in data:
+            data = {k: v for k, v in data.items() if k != "capped"}
+        return data
 
 
 class SimulationResult(Schema):
@@ -153,7 +171,15 @@ class SimulationResult(Schema):
     min_effective_intensity: float | None = None
     sample_size: SampleSizeReport | None = None
     prior_estimate: EffectPrior | None = None
-    eligible_population: int | None = Field(None, ge=0)
+    eligible_population: int | None = Field(
+        None, ge=0, description="Units that pass the target filters (the real test's pool)."
+    )
+    population_sufficient: bool | None = Field(
+        None,
+        description="True when the eligible population can supply recommended_sample_size "
+        "(which is never capped at it), False when it falls short (the recommendation is "
+        "then refine); None when unknown.",
+    )
     ate_draws: list[float] | None = Field(
         None, description="Posterior draws of the population ATE (for fidelity checks)."
     )
