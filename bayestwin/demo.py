@@ -187,6 +187,11 @@ def _demo_twin_type(
         n_categorical=size.n_categorical,
         n_intervention_types=size.n_intervention_types,
         random_seed=seed + index,
+        # a panel as real histories are: persistent unit differences, and campaigns
+        # that start mid-history
+        unit_icc=0.3,
+        adoption="staggered",
+        min_pre_periods=2,
     )
     say(f"fitting ({size.chains} chains x {size.draws} draws)")
     t0 = time.perf_counter()

@@ -2,7 +2,10 @@
 
 Draws ``--worlds`` world configurations (:func:`bayestwin.calibration.draw_world_configs`),
 runs each (fit, simulate every intervention type, compare with the ground truth and the
-baselines) in ``--workers`` processes, and writes under ``--out``: ``calibration.md``,
+baselines) as one task on a Dask cluster (``--engine dask``, the default: an embedded
+``LocalCluster`` of ``--workers`` processes, or the scheduler at ``--scheduler`` or the
+setting ``dask_scheduler``), or in a local pool of ``--workers`` processes (``--engine
+processes``), and writes under ``--out``: ``calibration.md``,
 ``calibration.json``, ``worlds.csv``, ``effects.csv``, ``segments.csv`` and the plots
 ``coverage.png``, ``errors.png`` and ``sbc_ranks.png``.
 
@@ -16,21 +19,29 @@ example ``--kinds all --worlds-per-kind 30 --units 1000,3000 --periods 8``.
 ``--write-every N`` writes the report after every ``N`` worlds, so that a long run can
 be read while it goes.
 
-Stopping a run (SIGTERM, even to this process alone, or Ctrl-C) ends its worker
-processes too, and a worker whose parent is killed outright ends by itself
-(:mod:`bayestwin.calibration.pool`); the exit status after SIGTERM is 143.
+With Dask the run prints the dashboard's address first, and one line per world as it
+completes. A world whose worker dies is run again elsewhere; one that still fails is
+recorded with its error. Stopping a run (SIGTERM, even to this process alone, or
+Ctrl-C) ends its worker processes too (an embedded cluster is closed; the process pool's
+workers end with their parent, :mod:`bayestwin.calibration.pool`); the exit status
+after SIGTERM is 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from bayestwin.calibration import CalibrationRun
 
 
@@ -51,7 +62,21 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=min(2, os.cpu_count() or 1),
-        help="worlds run in parallel (each fit then samples its chains on one core)",
+        help="worlds run in parallel: processes of the embedded LocalCluster or of the "
+        "process pool (each fit then samples its chains on one core)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("dask", "processes"),
+        default="dask",
+        help="dask: one task per world on a Dask cluster (default); processes: a local pool",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="Dask scheduler, e.g. tcp://host:8786 (default: the setting dask_scheduler; "
+        "unset: an embedded LocalCluster of --workers processes)",
     )
     p.add_argument(
         "--units",
@@ -145,19 +170,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python -m benchmarks.calibration", *(argv or sys.argv[1:])])
     chunk = max(1, args.write_every or len(configs))
     result: CalibrationRun | None = None
-    for i in range(0, len(configs), chunk):
-        part = run_calibration(configs[i : i + chunk], run, workers=workers, progress=progress)
-        result = part if result is None else _merged(result, part)
-        result.meta["command"] = command
-        if i + chunk < len(configs):
-            write_report(result, args.out)
-            print(f"partial report: {len(result.worlds)}/{len(configs)} worlds", flush=True)
+    with _cluster(args, workers) as client:
+        for i in range(0, len(configs), chunk):
+            part = run_calibration(
+                configs[i : i + chunk],
+                run,
+                workers=workers,
+                progress=progress,
+                engine=args.engine,
+                client=client,
+            )
+            result = part if result is None else _merged(result, part)
+            result.meta["command"] = command
+            result.meta["engine"] = args.engine
+            if i + chunk < len(configs):
+                write_report(result, args.out)
+                print(f"partial report: {len(result.worlds)}/{len(configs)} worlds", flush=True)
     assert result is not None
     files = write_report(result, args.out)
     print(f"wall time {result.wall_seconds / 60:.1f} min; wrote:")
     for path in files.values():
         print(f"  {path}")
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _cluster(args: argparse.Namespace, workers: int) -> Iterator[Client | None]:
+    """The Dask client of the run (None with ``--engine processes``), open for every chunk.
+
+    SIGTERM raises ``SystemExit`` meanwhile, so that an embedded cluster is closed (its
+    workers ended) on the way out.
+    """
+    if args.engine != "dask":
+        yield None
+        return
+    from bayestwin.cluster import dashboard_link, open_client
+    from bayestwin.settings import load_settings
+
+    scheduler = args.scheduler or load_settings().dask_scheduler
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with open_client(scheduler, n_workers=workers) as client:
+            where = dashboard_link(client) or "none (the dashboard needs bokeh)"
+            print(f"Dask dashboard: {where}", flush=True)
+            print(f"Dask workers: {len(client.nthreads())}", flush=True)
+            yield client
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _merged(first: CalibrationRun, second: CalibrationRun) -> CalibrationRun:

@@ -86,7 +86,8 @@ def test_multi_segment_model_keeps_its_hierarchy() -> None:
     )  # fmt: skip
     spec = default_spec(
         "hcp", "B", family="bernoulli", numeric_features=s.numeric_features,
-        categorical_features=s.categorical_features,
+        categorical_features=s.categorical_features, unit_effects="off", time_effects="off",
+        dose_jump="off",
     )  # fmt: skip
     model = TwinGenerator(spec).build_model(s.data)
     assert [v.name for v in model.free_RVs] == [

@@ -22,6 +22,7 @@ from bayestwin.schemas import (
     ExperimentOutcome,
     FidelityResult,
     FitRequest,
+    IntensityShare,
     InterventionConfig,
     NumericRange,
     Page,
@@ -76,6 +77,9 @@ def numeric_ranges(draw: st.DrawFn) -> dict[str, Any]:
 
 target_filters = st.lists(st.integers() | finite | text, min_size=1, max_size=4) | numeric_ranges()
 
+intensity_shares = st.fixed_dictionaries(
+    {"intensity": st.floats(1e-3, 1e3), "weight": st.floats(1e-3, 1e3)}
+)
 intervention_configs = st.fixed_dictionaries(
     {},
     optional={
@@ -83,6 +87,9 @@ intervention_configs = st.fixed_dictionaries(
         "intensity": st.floats(0.0, 1e6),
         "duration_weeks": opt(st.integers(1, 520)),
         "target": st.dictionaries(name, target_filters, max_size=3),
+        "intensity_mix": opt(
+            st.lists(intensity_shares, min_size=1, max_size=4, unique_by=lambda m: m["intensity"])
+        ),
     },
 )
 
@@ -302,6 +309,7 @@ pages = st.fixed_dictionaries(
 
 STRATEGIES: dict[type[BaseModel], st.SearchStrategy[dict[str, Any]]] = {
     NumericRange: numeric_ranges(),
+    IntensityShare: intensity_shares,
     InterventionConfig: intervention_configs,
     SimulateInterventionRequest: simulate_requests(),
     SimulationSubmission: simulation_submissions(),

@@ -35,6 +35,7 @@ LABELS = {
     "complete_pooling": "complete-pooling GLM",
     "naive": "naive difference in means",
     "linear_dml": "EconML LinearDML",
+    "twfe": "two-way fixed effects (panel)",
 }
 #: Display name of each assignment group.
 GROUPS = {

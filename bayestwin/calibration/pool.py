@@ -9,6 +9,13 @@ makes sure no worker outlives the run:
 * in each worker (:func:`init_worker`), the kernel sends SIGTERM when the parent dies
   (``prctl(PR_SET_PDEATHSIG)`` on Linux), and a watchdog thread ends the worker when
   its parent process changes (every platform, for a parent killed with SIGKILL too).
+
+Each worker starts with one BLAS thread (``OMP_NUM_THREADS`` and the like in the
+environment it is spawned with), as a Dask worker does.
+
+The worlds run on a Dask cluster instead when :func:`~bayestwin.calibration.run_calibration`
+is given ``engine="dask"`` (:mod:`bayestwin.cluster`); this pool stays the way to run
+them without Dask. :func:`quiet_process` is :func:`bayestwin.cluster.quiet_process`.
 """
 
 from __future__ import annotations
@@ -16,17 +23,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import logging
 import os
 import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from types import FrameType
 from typing import Any
+
+from bayestwin.cluster import quiet_process
 
 __all__ = ["WATCHDOG_INTERVAL", "init_worker", "quiet_process", "run_in_processes"]
 
@@ -34,8 +41,6 @@ __all__ = ["WATCHDOG_INTERVAL", "init_worker", "quiet_process", "run_in_processe
 WATCHDOG_INTERVAL = 0.5
 
 _PR_SET_PDEATHSIG = 1
-
-_QUIET_LOGGERS = ("pymc", "pytensor", "nutpie", "bayestwin")
 
 
 def _die_with_parent_linux() -> None:
@@ -53,15 +58,6 @@ def _watch_parent(parent: int, interval: float) -> None:
     while os.getppid() == parent:
         time.sleep(interval)
     os._exit(128 + signal.SIGTERM)
-
-
-def quiet_process() -> None:
-    """Single-threaded BLAS, PyMC and sampler logs at ERROR, warnings off."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.simplefilter("ignore")
 
 
 def init_worker(parent: int, quiet: bool = True) -> None:
@@ -101,6 +97,30 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+_BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """One BLAS thread in the processes spawned meanwhile; this one's environment after.
+
+    A spawned worker imports NumPy (and loads its BLAS, which reads these variables
+    once) before its initializer runs, so the variables must be in the environment it
+    starts with; else two workers on two cores would each run two BLAS threads.
+    """
+    saved = {name: os.environ.get(name) for name in _BLAS_THREADS}
+    for name in _BLAS_THREADS:
+        os.environ.setdefault(name, "1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -160,7 +180,8 @@ def run_in_processes[T, R](
     )
     with _sigterm_raises():
         try:
-            futures: list[Future[Any]] = [pool.submit(fn, item) for item in items]
+            with _single_threaded_children():  # the workers start as the items go in
+                futures: list[Future[Any]] = [pool.submit(fn, item) for item in items]
             for fut in as_completed(futures):
                 results.append(fut.result())
                 if on_result is not None:

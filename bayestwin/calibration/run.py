@@ -4,15 +4,18 @@ In each world (:func:`run_world`): draw the history, fit the twin model, simulat
 intervention type at the run's intensity on twins drawn from the brand's population,
 compute the true ATE of *those same twins* from the ground truth (overall and per
 segment), and estimate the same ATEs with the baselines. The records are plain dicts,
-so worlds can run in other processes (:func:`run_calibration`).
+so worlds can run in other processes (:func:`run_calibration`): a pool of spawned
+processes on this machine (:mod:`bayestwin.calibration.pool`), or the workers of a Dask
+cluster (:mod:`bayestwin.cluster`), one task per world. A world gives the same records
+either way: its fit and its simulations are seeded by the world's seed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -34,15 +37,23 @@ from bayestwin.calibration.records import (
     segment_records,
     unit_treatment,
 )
+from bayestwin.calibration.twfe import two_way_fixed_effects
 from bayestwin.calibration.worlds import RunSettings, WorldConfig
+from bayestwin.cluster import DEFAULT_RETRIES, TaskResult, open_client, run_tasks, worker_cores
+from bayestwin.errors import InvalidInputError
 from bayestwin.settings import Settings
 from bayestwin.synthetic import SyntheticTwinData
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from bayestwin.model.fitted import FittedTwinModel
     from bayestwin.schemas import SimulationResult
 
-__all__ = ["CalibrationRun", "run_calibration", "run_world"]
+__all__ = ["ENGINES", "CalibrationRun", "run_calibration", "run_world", "run_world_task"]
+
+#: Where :func:`run_calibration` runs the worlds: a local process pool, or Dask.
+ENGINES = ("processes", "dask")
 
 #: The one brand of every world's history.
 BRAND = "Calibra"
@@ -67,18 +78,45 @@ def run_world(config: WorldConfig, run: RunSettings | None = None) -> dict[str, 
     """
     run = run if run is not None else RunSettings()
     t0 = time.perf_counter()
-    world: dict[str, Any] = {
-        **asdict(config),
-        "confounded": config.confounded,
-        "assignment": config.assignment,
-    }
+    world = _world_facts(config)
     try:
         effects, segments = _run_world(config, run, world)
     except Exception as exc:  # noqa: BLE001 - one failed world must not stop the run
-        world.update(error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0)
-        return {"world": world, "effects": [], "segments": []}
+        return _failed_world(config, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
     world.update(error=None, seconds=time.perf_counter() - t0)
     return {"world": world, "effects": effects, "segments": segments}
+
+
+def _world_facts(config: WorldConfig) -> dict[str, Any]:
+    """The record of a world before it runs: its config and assignment."""
+    return {**asdict(config), "confounded": config.confounded, "assignment": config.assignment}
+
+
+def _failed_world(config: WorldConfig, error: str, seconds: float = 0.0) -> dict[str, Any]:
+    """The records of a world that failed: its facts, the error, no effects."""
+    world = _world_facts(config)
+    world.update(error=error, seconds=seconds)
+    return {"world": world, "effects": [], "segments": []}
+
+
+def run_world_task(config: WorldConfig, run: RunSettings) -> dict[str, Any]:
+    """:func:`run_world` as a Dask task: the fit's cores are the worker's.
+
+    Parameters
+    ----------
+    config : WorldConfig
+        The world.
+    run : RunSettings
+        The run's settings; ``cores`` becomes :func:`bayestwin.cluster.worker_cores`
+        (at most ``chains``), which leaves the seeded draws unchanged.
+
+    Returns
+    -------
+    dict
+        As :func:`run_world`.
+    """
+    cores = min(run.chains, worker_cores(run.cores))
+    return run_world(config, replace(run, cores=cores))
 
 
 def _draw_history(config: WorldConfig) -> SyntheticTwinData:
@@ -169,9 +207,18 @@ def _baselines(
     twins: pd.DataFrame,
     groups: dict[str, NDArray[np.bool_]],
     seed: int,
+    history: pd.DataFrame | None = None,
 ) -> Baselines:
-    """Every baseline's estimates on the same history and twins (none without ``data``)."""
+    """Every baseline's estimates on the same history and twins.
+
+    The per-unit baselines need ``data`` (one treatment per unit); two-way fixed
+    effects needs the panel ``history`` (two or more periods).
+    """
     out: Baselines = {}
+    if run.baselines and history is not None and history["period"].nunique() >= 2:
+        untreated = history["intervention_type"].fillna("").astype(str) == ""
+        control = float(history.loc[untreated, "outcome"].mean())
+        out["twfe"] = two_way_fixed_effects(history, types, run.intensity, groups, control)
     if data is None:
         return out
     s = run.intensity
@@ -203,7 +250,9 @@ def _world_sample(
     seg_names = sorted(twins["segment"].astype(str).unique())
     seg_masks = {s: (twins["segment"].astype(str) == s).to_numpy() for s in seg_names}
     groups = {"all": np.ones(len(twins), bool), **{f"seg:{s}": m for s, m in seg_masks.items()}}
-    baselines = _baselines(data, truth.family, types, run, twins, groups, config.seed)
+    baselines = _baselines(
+        data, truth.family, types, run, twins, groups, config.seed, history=sd.data
+    )
     natural_disp = None
     if truth.dispersion is not None:
         natural_disp = truth.dispersion * (truth.outcome_scale if truth.family == "gaussian" else 1)
@@ -325,8 +374,12 @@ def run_calibration(
     *,
     workers: int = 1,
     progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    engine: Literal["processes", "dask"] = "processes",
+    scheduler: str | None = None,
+    client: Client | None = None,
+    retries: int = DEFAULT_RETRIES,
 ) -> CalibrationRun:
-    """Run every world, in ``workers`` processes.
+    """Run every world, in ``workers`` local processes or on a Dask cluster.
 
     Parameters
     ----------
@@ -335,14 +388,38 @@ def run_calibration(
     run : RunSettings, optional
         Shared settings.
     workers : int
-        Processes; 1 runs in this process.
+        Processes (``"processes"``; 1 runs in this process), or worker processes of the
+        embedded ``LocalCluster`` (``"dask"`` without ``scheduler`` or ``client``).
     progress : callable, optional
         Called as ``progress(done, total, world_record)`` after each world.
+    engine : {"processes", "dask"}
+        ``"processes"``: a pool of spawned processes that end with this one
+        (:mod:`bayestwin.calibration.pool`). ``"dask"``: one task per world on a Dask
+        cluster (:mod:`bayestwin.cluster`); a world whose worker dies is run again, and
+        one that still fails is recorded with its error.
+    scheduler : str, optional
+        With ``"dask"``: the scheduler's address; None starts an embedded
+        ``LocalCluster`` of ``workers`` processes for the run.
+    client : distributed.Client, optional
+        With ``"dask"``: a client to run on (it stays open); wins over ``scheduler``.
+    retries : int
+        With ``"dask"``: extra attempts of a world's task that raises.
 
     Returns
     -------
     CalibrationRun
+        The records, sorted by world id; ``workers`` is the number of processes (or
+        Dask workers) that ran them.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``engine`` is unknown.
+    UnavailableError
+        With ``"dask"``: without dask.distributed, or when no scheduler answers.
     """
+    if engine not in ENGINES:
+        raise InvalidInputError(f"engine must be one of {ENGINES}, got {engine!r}", field="engine")
     run = run if run is not None else RunSettings()
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
@@ -353,7 +430,9 @@ def run_calibration(
         if progress is not None:
             progress(len(results), len(configs), result["world"])
 
-    if workers <= 1:
+    if engine == "dask":
+        workers = _run_on_cluster(configs, run, workers, scheduler, client, retries, report)
+    elif workers <= 1:
         quiet_process()
         for item in args:
             report(_run_world_args(item))
@@ -368,3 +447,32 @@ def run_calibration(
         wall_seconds=time.perf_counter() - t0,
         workers=workers,
     )
+
+
+def _run_on_cluster(
+    configs: Sequence[WorldConfig],
+    run: RunSettings,
+    workers: int,
+    scheduler: str | None,
+    client: Client | None,
+    retries: int,
+    report: Callable[[dict[str, Any]], None],
+) -> int:
+    """Run the worlds as Dask tasks; returns the number of workers that ran them."""
+    by_name = {f"world-{i}-{cfg.world_id}": cfg for i, cfg in enumerate(configs)}
+    calls = {name: (cfg, run) for name, cfg in by_name.items()}
+
+    def on_result(result: TaskResult[dict[str, Any]]) -> None:
+        if result.ok and result.value is not None:
+            report(result.value)
+        else:
+            report(_failed_world(by_name[result.name], str(result.error)))
+
+    def on(c: Client) -> int:
+        run_tasks(c, run_world_task, calls, retries=retries, on_result=on_result)
+        return len(c.nthreads()) or workers
+
+    if client is not None:
+        return on(client)
+    with open_client(scheduler, n_workers=max(1, workers)) as own:
+        return on(own)

@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 #: Methods compared, the twin model first.
-METHODS: tuple[str, ...] = ("twin", "no_pooling", "complete_pooling", "naive", "linear_dml")
+METHODS: tuple[str, ...] = (
+    "twin", "no_pooling", "complete_pooling", "naive", "linear_dml", "twfe",
+)  # fmt: skip
 #: Acceptance ranges of the coverage over random-assignment worlds.
 COVERAGE_TARGETS: dict[float, tuple[float, float]] = {0.8: (0.72, 0.88), 0.95: (0.91, 0.99)}
 #: Acceptance bound of the median relative error (the spec's success metric is 0.20).

@@ -28,6 +28,9 @@ __all__ = [
     "prior_effects",
 ]
 
+#: sd of the mean effect ``mu_tau`` of the in-model worlds (link scale).
+WORLD_EFFECT_MEAN_SD = 0.5
+
 _FAMILY_OF_COMBO: tuple[tuple[TwinType, Family], ...] = (
     (TwinType.HCP, "bernoulli"),
     (TwinType.PATIENT, "poisson"),
@@ -201,7 +204,10 @@ def prior_effects(
         ``n_interacting`` and ``dose_rate``: generator arguments.
     """
     pr = priors if priors is not None else TwinPriors()
-    mu_tau = rng.normal(0.0, pr.effect_mean_sd)
+    # the worlds keep the effect scale they always had: the model's prior on mu_tau is
+    # wider, so that large effects pass, and these worlds show that small ones stay
+    # calibrated under it
+    mu_tau = rng.normal(0.0, WORLD_EFFECT_MEAN_SD)
     # Gamma(2, rate = 2 / scale), as in the generator's boundary-avoiding scale prior
     sigma_type = rng.gamma(2.0, pr.effect_type_sd / 2.0)
     sigma_seg = rng.gamma(2.0, pr.effect_segment_sd / 2.0)

@@ -4,6 +4,7 @@
 
     bayestwin demo [--quick]          synthetic data -> fit -> simulate -> validate -> report
     bayestwin fit HISTORY --twin-type T --brand B
+    bayestwin fit HISTORY --all [--scheduler tcp://host:8786]   every pair, on a Dask cluster
     bayestwin activate MODEL_ID
     bayestwin simulate --brand B --twin-type T --intervention K [--intensity 1] [--target col=a,b]
     bayestwin register-experiment EXPERIMENT_ID --outcome JSON|FILE
@@ -90,9 +91,9 @@ def main(
     Returns
     -------
     int
-        Exit status: 0 on success; on an error of bayestwin's own, the status of its
-        kind (:data:`EXIT_CODES`: 2 for every kind); 2 on a usage error;
-        :data:`EXIT_INTERRUPTED` when interrupted.
+        Exit status: 0 on success; 1 when ``fit --all`` recorded a failed pair; on an
+        error of bayestwin's own, the status of its kind (:data:`EXIT_CODES`: 2 for
+        every kind); 2 on a usage error; :data:`EXIT_INTERRUPTED` when interrupted.
     """
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr

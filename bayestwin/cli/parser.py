@@ -44,8 +44,26 @@ def _add_demo(add: Adder) -> None:
 def _add_fit_and_activate(add: Adder) -> None:
     p = add("fit", commands.cmd_fit, "fit a twin model on a history file and register it")
     p.add_argument("history", help=".parquet or .csv, one row per unit and period")
-    p.add_argument("--twin-type", required=True, choices=_TWIN_TYPES)
-    p.add_argument("--brand", required=True)
+    p.add_argument("--twin-type", choices=_TWIN_TYPES, help="the twin type (not with --all)")
+    p.add_argument("--brand", help="the brand (not with --all)")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        dest="fit_all",
+        help="fit every (brand, twin type) of the history, one task each on a Dask cluster; "
+        "pairs whose active model is already this fit are skipped; exit status 1 when a "
+        "pair failed",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --all: the Dask scheduler, e.g. tcp://host:8786 (default: the setting "
+        "dask_scheduler; unset: an embedded LocalCluster)",
+    )
+    p.add_argument("--workers", type=int, help="with --all: processes of the embedded LocalCluster")
+    p.add_argument(
+        "--refit", action="store_true", help="with --all: fit even the pairs already fitted"
+    )
     p.add_argument("--family", choices=_FAMILIES)
     p.add_argument("--numeric", help="numeric feature columns, comma-separated")
     p.add_argument("--categorical", help="categorical feature columns, comma-separated")
@@ -85,6 +103,12 @@ def _add_simulate(add: Adder) -> None:
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--seed", type=int)
     p.add_argument("--experiment-design-id")
+    p.add_argument(
+        "--population",
+        metavar="FILE",
+        help="target list: a CSV with a unit_id column, or a text file of one id per line",
+    )
+    p.add_argument("--horizon", type=int, help="periods after the history (time effects)")
 
 
 def _add_experiments(add: Adder) -> None:

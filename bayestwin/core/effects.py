@@ -52,7 +52,7 @@ from bayestwin.core.effects_chunks import (
 from bayestwin.core.posterior import TwinPosterior, dose_response_draws
 from bayestwin.core.power import outcome_variance_from_moments
 
-__all__ = ["EffectDraws", "EncodedUnits", "effect_draws"]
+__all__ = ["EffectDraws", "EncodedUnits", "average_effect_draws", "effect_draws"]
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,12 @@ def _chunk_plan(
     n_draws: int,
     batch_size: int,
     dtype: type[np.floating],
+    unit_offset: NDArray | None = None,
 ) -> tuple[ChunkPlan, NDArray[np.intp]]:
-    """Units sorted by segment (each segment one contiguous block) and their chunks."""
+    """Units sorted by segment (each segment one contiguous block) and their chunks.
+
+    ``unit_offset`` (M, D), already on the kernel's scale, is sorted with the units.
+    """
     seg = encoded.segment
     order = np.argsort(seg, kind="stable")
     n_units = len(encoded)
@@ -189,6 +193,9 @@ def _chunk_plan(
         bounds=np.searchsorted(seg[order], np.arange(n_segments + 1)).tolist(),
         chunk_rows=min(batch_size, cache_rows, n_units),
         n_draws=n_draws,
+        unit_offset=None
+        if unit_offset is None
+        else np.ascontiguousarray(unit_offset[order], dtype=dtype),
     )
     return plan, order
 
@@ -211,7 +218,7 @@ def _link_terms(
     het = np.zeros_like(posterior.beta)
     het[:, : len(posterior.encoder.numeric)] = posterior.gamma[:, k, :]
     tau_k = posterior.tau[:, k, :]
-    g = dose_response_draws(levels, posterior.dose_rate)  # (D, G)
+    g = dose_response_draws(levels, posterior.dose_rate, posterior.dose_jump)  # (D, G)
 
     def terms(beta: NDArray, intercept: NDArray) -> tuple[NDArray, NDArray]:
         return (
@@ -300,6 +307,7 @@ def effect_draws(
     dtype: type[np.floating] = np.float32,
     blas_threads: int | None = 1,
     threads: int | None = None,
+    unit_offset: NDArray | None = None,
 ) -> EffectDraws:
     """Population effect draws of an intervention on weighted units.
 
@@ -329,6 +337,10 @@ def effect_draws(
         The NumPy and BLAS kernels release the GIL, so chunks run in parallel. Each
         chunk keeps its own partial sums, added in chunk order at the end: the result
         is bit-identical whatever the number of threads.
+    unit_offset : ndarray, shape (M, D), optional
+        A link-scale term per unit and draw added to both arms: the units' own
+        deviations (and the period shift) of a panel model
+        (:class:`~bayestwin.core.unit_effects.UnitEffects`).
 
     Returns
     -------
@@ -342,10 +354,79 @@ def effect_draws(
         raise ValueError(f"threads must be >= 1 or None, got {threads}")
     w = _check_weights(weights, len(units))
     encoded = _encoded(posterior, units)
+    if unit_offset is not None:
+        unit_offset = np.asarray(unit_offset)
+        if unit_offset.shape != (len(encoded), posterior.n_draws):
+            raise ValueError(
+                f"unit_offset has shape {unit_offset.shape}, expected "
+                f"{(len(encoded), posterior.n_draws)}"
+            )
+        if posterior.family == "bernoulli":
+            unit_offset = 0.5 * unit_offset  # the kernel's half-tanh scale
     plan, order = _chunk_plan(
-        encoded, w, len(posterior.encoder.segments), posterior.n_draws, batch_size, dtype
+        encoded,
+        w,
+        len(posterior.encoder.segments),
+        posterior.n_draws,
+        batch_size,
+        dtype,
+        unit_offset,
     )
     link, sc = _link_terms(posterior, k, levels, dtype)
     parts = run_chunks(plan, link, threads=threads, blas_threads=blas_threads)
     totals = reduce_chunks(plan, parts, levels.size)
     return _assemble(posterior, totals, levels, encoded, w, order, sc)
+
+
+def average_effect_draws(
+    parts: Sequence[EffectDraws], weights: Sequence[float] | None = None
+) -> EffectDraws:
+    """The effect draws of the same units pooled over periods, or over intensities.
+
+    Means are averaged with the weights; the outcome variances are those of the pooled
+    outcomes: the weighted average of each part's second moment less the squared
+    pooled mean. Pooled over periods, the parts are one per period (equal weights);
+    over a mixed-intensity arm, one per intensity of the arm (weights: their shares).
+
+    Parameters
+    ----------
+    parts : sequence of EffectDraws
+        On the same units and intensity grid.
+    weights : sequence of float, optional
+        Non-negative, one per part (default equal); they are normalised.
+
+    Returns
+    -------
+    EffectDraws
+        ``parts[0]`` itself when there is one part.
+    """
+    if not parts:
+        raise ValueError("no effect draws to average")
+    if len(parts) == 1:
+        return parts[0]
+    w = np.ones(len(parts)) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != (len(parts),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("weights must hold one non-negative weight per part, not all 0")
+    w = w / w.sum()
+
+    def mean(name: str) -> NDArray:
+        return np.tensordot(w, np.stack([getattr(p, name) for p in parts]), axes=1)
+
+    def pooled_var(var: str, mu: str) -> NDArray:
+        m2 = np.stack([getattr(p, var) + getattr(p, mu) ** 2 for p in parts])
+        return np.maximum(np.tensordot(w, m2, axes=1) - mean(mu) ** 2, 0.0)
+
+    first = parts[0]
+    return EffectDraws(
+        intensities=first.intensities,
+        ate=mean("ate"),
+        control_mean=mean("control_mean"),
+        treated_mean=mean("treated_mean"),
+        segment_counts=first.segment_counts,
+        segment_ate=mean("segment_ate"),
+        segment_control_mean=mean("segment_control_mean"),
+        var_control=pooled_var("var_control", "control_mean"),
+        var_treated=pooled_var("var_treated", "treated_mean"),
+        predicted_control=mean("predicted_control"),
+        weights=first.weights,
+    )

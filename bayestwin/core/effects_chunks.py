@@ -124,6 +124,8 @@ class ChunkPlan:
         Units per chunk (the last may hold fewer).
     n_draws : int
         Posterior draws ``D``.
+    unit_offset : ndarray, shape (N, D), optional
+        A link-scale term of each sorted unit and draw, on the kernel's scale.
     """
 
     design: NDArray
@@ -131,6 +133,7 @@ class ChunkPlan:
     bounds: list[int]
     chunk_rows: int
     n_draws: int
+    unit_offset: NDArray | None = None
 
     @property
     def n_units(self) -> int:
@@ -193,11 +196,18 @@ class LinkTerms:
         return self.family != "bernoulli"
 
     def values(
-        self, rows: NDArray, terms: tuple[NDArray, NDArray], segs: list[int], buf: NDArray
+        self,
+        rows: NDArray,
+        terms: tuple[NDArray, NDArray],
+        segs: list[int],
+        buf: NDArray,
+        unit_offset: NDArray | None = None,
     ) -> NDArray:
-        """Inverse link of ``eta = [X, I] @ [coef; off[segs]]``, computed into ``buf``."""
+        """Inverse link of ``eta = [X, I] @ [coef; off[segs]] (+ unit_offset)``, into ``buf``."""
         coef, off = terms
         eta = np.matmul(rows, np.concatenate((coef, off[segs])), out=buf)
+        if unit_offset is not None:
+            eta += unit_offset
         if self.half_tanh:
             np.tanh(eta, out=eta)
             eta += 1.0
@@ -248,7 +258,8 @@ def _chunk_sums(
     segs = [s for s, _, _ in blocks]
     rows = plan.rows(start, end, blocks)
     w_chunk = plan.weights[start:end]
-    r_c = terms.values(rows, terms.control, segs, buf_c[:m])
+    u = None if plan.unit_offset is None else plan.unit_offset[start:end]
+    r_c = terms.values(rows, terms.control, segs, buf_c[:m], u)
     part = ChunkSums(
         segments=segs,
         control=_segment_sums(r_c, w_chunk, blocks, d),
@@ -259,7 +270,7 @@ def _chunk_sums(
     if buf_sq is not None:
         part.m2_control = w_chunk @ np.square(r_c, out=buf_sq[:m])
     for j, arm in enumerate(terms.treated):
-        r_t = terms.values(rows, arm, segs, buf_t[:m])
+        r_t = terms.values(rows, arm, segs, buf_t[:m], u)
         if j == 0:
             part.treated = _segment_sums(r_t, w_chunk, blocks, d)
             if buf_sq is not None:

@@ -10,7 +10,13 @@ posterior draw ``d`` (DESIGN.md, "The statistics")::
 
     eta[d, i] = intercept[d, seg_i] + X_i . beta[d]
                 + 1{treated} * g_d(s) * (tau[d, k, seg_i] + Z_i . gamma[d, k])
-    g_d(s)    = (1 - exp(-dose_rate[d] * s)) / (1 - exp(-dose_rate[d]))
+    g_d(s)    = delta_d + (1 - delta_d) * (1 - exp(-dose_rate[d] * s)) / (1 - exp(-dose_rate[d]))
+                (s > 0; g_d(0) = 0)
+
+``delta`` (``dose_jump``) is the share of the full effect that the first contact brings
+(0 when the model has no jump). A panel model adds each twin's unit deviation and the
+period shift at the simulation's horizon to ``eta``
+(:mod:`bayestwin.core.unit_effects`).
 
 ``X`` holds the standardised numeric features followed by the one-hot categorical
 levels (the first level of each categorical is the reference); ``Z`` holds the
@@ -24,19 +30,22 @@ Pure NumPy and pandas: this module imports nothing from PyMC.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
 from bayestwin.core.families import Family, check_family, inverse_link
+from bayestwin.core.unit_effects import UnitEffects
 
-__all__ = ["FeatureEncoder", "TwinPosterior", "dose_response_draws"]
+__all__ = ["FeatureEncoder", "SegmentHyper", "TwinPosterior", "dose_response_draws"]
 
 
-def dose_response_draws(intensity: float | NDArray, rate: NDArray) -> NDArray:
-    """``g(s)`` for every draw of the dose rate.
+def dose_response_draws(
+    intensity: float | NDArray, rate: NDArray, jump: NDArray | None = None
+) -> NDArray:
+    """``g(s)`` for every draw of the dose rate (and of the first-contact jump).
 
     Parameters
     ----------
@@ -44,6 +53,9 @@ def dose_response_draws(intensity: float | NDArray, rate: NDArray) -> NDArray:
         Intensity ``s >= 0`` (scalar or shape ``(N,)``).
     rate : ndarray
         Dose-rate draws, shape ``(D,)``, all > 0.
+    jump : ndarray, optional
+        Draws of ``delta`` in [0, 1], shape ``(D,)``: the share of the effect at
+        intensity 1 that any positive intensity brings. None: no jump.
 
     Returns
     -------
@@ -53,8 +65,15 @@ def dose_response_draws(intensity: float | NDArray, rate: NDArray) -> NDArray:
     r = np.asarray(rate, dtype=float)
     s = np.asarray(intensity, dtype=float)
     if s.ndim == 0:
-        return np.expm1(-r * s) / np.expm1(-r)
-    return np.expm1(-r[:, None] * s[None, :]) / np.expm1(-r)[:, None]
+        g = np.expm1(-r * s) / np.expm1(-r)
+        if jump is not None and s > 0:
+            g = jump + (1.0 - jump) * g
+        return g
+    g = np.expm1(-r[:, None] * s[None, :]) / np.expm1(-r)[:, None]
+    if jump is not None:
+        j = np.asarray(jump, dtype=float)[:, None]
+        g = np.where(s[None, :] > 0, j + (1.0 - j) * g, 0.0)
+    return g
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,26 @@ class FeatureEncoder:
 
 
 @dataclass(frozen=True)
+class SegmentHyper:
+    """Population distribution of the segment terms: what an unseen segment draws.
+
+    Attributes
+    ----------
+    intercept_mean, intercept_sd : ndarray, shape (D,)
+        ``mu_a`` and ``sigma_a`` (0 for a model fitted on one segment).
+    tau_type : ndarray, shape (D, K)
+        The type means of the effects.
+    tau_sd : ndarray, shape (D,)
+        ``sigma_seg`` (0 for a model fitted on one segment).
+    """
+
+    intercept_mean: NDArray
+    intercept_sd: NDArray
+    tau_type: NDArray
+    tau_sd: NDArray
+
+
+@dataclass(frozen=True)
 class TwinPosterior:
     """Posterior draws of one twin model, flattened over chains.
 
@@ -199,6 +238,14 @@ class TwinPosterior:
         ``alpha`` (neg_binomial) or ``sigma`` on the model's scale (gaussian).
     outcome_loc, outcome_scale : float
         Mean outcome is ``outcome_loc + outcome_scale * inverse_link(eta)``.
+    dose_jump : ndarray of shape (D,), optional
+        The first-contact jump ``delta`` of the dose response (None: no jump).
+    unit_effects : UnitEffects, optional
+        The units' deviations of a panel model (None: a cross-sectional model).
+    time_scale : ndarray of shape (D,), optional
+        Innovation sd of the period effects' random walk (None: no time effects).
+    segment_hyper : SegmentHyper, optional
+        The segment terms' population distribution (None: unseen segments are refused).
     """
 
     family: Family
@@ -212,6 +259,10 @@ class TwinPosterior:
     dispersion: NDArray | None = None
     outcome_loc: float = 0.0
     outcome_scale: float = 1.0
+    dose_jump: NDArray | None = None
+    unit_effects: UnitEffects | None = None
+    time_scale: NDArray | None = None
+    segment_hyper: SegmentHyper | None = None
 
     def __post_init__(self) -> None:
         check_family(self.family)
@@ -233,6 +284,12 @@ class TwinPosterior:
                 raise ValueError(f"{name} has shape {got}, expected {shape}")
         if self.dispersion is not None and self.dispersion.shape != (d,):
             raise ValueError(f"dispersion has shape {self.dispersion.shape}, expected {(d,)}")
+        for name in ("dose_jump", "time_scale"):
+            arr = getattr(self, name)
+            if arr is not None and arr.shape != (d,):
+                raise ValueError(f"{name} has shape {arr.shape}, expected {(d,)}")
+        if self.unit_effects is not None and self.unit_effects.n_draws != d:
+            raise ValueError(f"unit_effects has {self.unit_effects.n_draws} draws, expected {d}")
         if self.family in ("neg_binomial", "gaussian") and self.dispersion is None:
             raise ValueError(f"family {self.family!r} needs dispersion draws")
 
@@ -240,6 +297,49 @@ class TwinPosterior:
     def n_draws(self) -> int:
         """Number of posterior draws ``D``."""
         return int(self.intercept.shape[0])
+
+    def with_segments(self, segments: list[str], rng: np.random.Generator) -> TwinPosterior:
+        """Return the posterior with ``segments`` added, their terms drawn from the population.
+
+        Each new segment's intercept draws ``Normal(mu_a, sigma_a)`` and its effects
+        ``Normal(tau_type, sigma_seg)``, draw by draw: a unit of a segment the history
+        lacks is then simulated with the uncertainty such a segment has.
+
+        Parameters
+        ----------
+        segments : list of str
+            Segments the encoder lacks.
+        rng : numpy Generator
+            The random stream.
+
+        Raises
+        ------
+        ValueError
+            When the posterior carries no :class:`SegmentHyper`.
+        """
+        new = [s for s in dict.fromkeys(segments) if s not in self.encoder.segments]
+        if not new:
+            return self
+        hyper = self.segment_hyper
+        if hyper is None:
+            raise ValueError(
+                f"{self.encoder.segment_column} has values unknown to the model: {new[:5]}; "
+                f"known: {list(self.encoder.segments)}"
+            )
+        d, n, k = self.n_draws, len(new), len(self.intervention_types)
+        a_new = hyper.intercept_mean[:, None] + hyper.intercept_sd[:, None] * rng.standard_normal(
+            (d, n)
+        )
+        tau_new = hyper.tau_type[:, :, None] + hyper.tau_sd[:, None, None] * rng.standard_normal(
+            (d, k, n)
+        )
+        enc = replace(self.encoder, segments=(*self.encoder.segments, *new))
+        return replace(
+            self,
+            encoder=enc,
+            intercept=np.concatenate([self.intercept, a_new], axis=1),
+            tau=np.concatenate([self.tau, tau_new], axis=2),
+        )
 
     def type_index(self, intervention_type: str) -> int:
         """Index of an intervention type; a clear ``ValueError`` if unknown."""
@@ -268,7 +368,7 @@ class TwinPosterior:
         eta = self.intercept[:, seg] + self.beta @ x.T
         if intervention_type:
             k = self.type_index(intervention_type)
-            g = dose_response_draws(intensity, self.dose_rate)
+            g = dose_response_draws(intensity, self.dose_rate, self.dose_jump)
             eta = eta + g[:, None] * (self.tau[:, k, seg] + self.gamma[:, k, :] @ z.T)
         return eta
 

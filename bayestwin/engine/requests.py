@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 
 from bayestwin.core.population import eligible_mask
 from bayestwin.errors import InvalidInputError
@@ -105,6 +106,9 @@ def _config(
         )
     if cfg.intensity > allowed_intensity(model):
         raise _range_error(model, "intensity", cfg.intensity, "intervention_config.intensity")
+    for level, _ in cfg.intensity_levels:
+        if not math.isfinite(level) or level > allowed_intensity(model):
+            raise _range_error(model, "intensity", level, "intervention_config.intensity_mix")
     return cfg.model_copy(update={"intervention_type": intervention_type})
 
 
@@ -160,6 +164,7 @@ def check_request(
     *,
     max_twin_count: int,
     default_twin_count: int,
+    population: pd.DataFrame | None = None,
 ) -> CheckedRequest:
     """Check a simulation request against its model, before any work.
 
@@ -183,6 +188,9 @@ def check_request(
         Finite intensities >= 0, at most :func:`allowed_intensity`.
     max_twin_count, default_twin_count : int
         The twin-count limit and default (from the settings).
+    population : DataFrame, optional
+        The units twins are drawn from, when not the model's own (the target filters
+        are checked against it).
 
     Returns
     -------
@@ -215,7 +223,7 @@ def check_request(
     _check_options(model, confidence_level, random_seed, dose_grid)
     if cfg.target:
         try:
-            eligible_mask(model.population, cfg.target)
+            eligible_mask(model.population if population is None else population, cfg.target)
         except ValueError as exc:
             raise InvalidInputError(str(exc), field="intervention_config.target") from None
     return CheckedRequest(config=cfg, twin_count=count)

@@ -36,12 +36,20 @@ checks are :func:`bayestwin.engine.requests.check_request`. The engine reads no
 settings: its thresholds and limits are constructor arguments (:class:`EngineSettings`
 holds their defaults, the shipped configuration's).
 
-Randomness: the only random step is the draw of twins, seeded by ``random_seed``; the
-same seed gives bit-identical numbers.
+**Panel models** (:mod:`bayestwin.model.panel_terms`). The twin of unit ``i`` carries
+``i``'s posterior unit deviation; a unit the history lacks draws one from the fitted
+population distribution. The ATE is for the ``horizon`` periods right after the
+history: the period shift of each is drawn from the fitted random walk, and the ATE is
+averaged over them (:mod:`bayestwin.core.unit_effects`).
+
+Randomness: the random steps (the draw of twins; for a panel model the unit deviations
+and period shifts) are seeded by ``random_seed``; the same seed gives bit-identical
+numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -49,13 +57,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
 from bayestwin.core.decision import DecisionRule
-from bayestwin.core.effects import EffectDraws, EncodedUnits, effect_draws
+from bayestwin.core.effects import (
+    EffectDraws,
+    EncodedUnits,
+    average_effect_draws,
+    effect_draws,
+)
 from bayestwin.core.effects_summary import EffectSummary, default_dose_grid, summarise_effects
 from bayestwin.core.population import TwinSample, draw_twins
+from bayestwin.core.posterior import TwinPosterior
+from bayestwin.core.unit_effects import time_effect_draws
+from bayestwin.engine.population import TargetPopulation, resolve_population
 from bayestwin.engine.requests import CheckedRequest, check_request
+from bayestwin.errors import InvalidInputError
 from bayestwin.model.fitted import FittedTwinModel
 from bayestwin.schemas import InterventionConfig, SimulationResult, utcnow
 from bayestwin.vocabulary import SimulationStatus
@@ -84,6 +102,8 @@ class EngineSettings:
         Most twins a call may ask for.
     batch_size : int
         Units per vectorised chunk.
+    horizon : int
+        Periods after the history that a panel model's ATE is averaged over (>= 1).
     """
 
     min_effect_threshold: float = 0.05
@@ -93,10 +113,11 @@ class EngineSettings:
     default_twin_count: int = 10_000
     max_twin_count: int = 50_000
     batch_size: int = 1000
+    horizon: int = 1
 
     def __post_init__(self) -> None:
         _ = self.rule  # checks the thresholds
-        for name in ("default_twin_count", "max_twin_count", "batch_size"):
+        for name in ("default_twin_count", "max_twin_count", "batch_size", "horizon"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_twin_count < self.default_twin_count:
@@ -125,6 +146,17 @@ class _PopulationCache:
     unit_id_strings: NDArray
 
 
+def _check_horizon(horizon: object) -> int:
+    """The horizon as an int in [1, 520]; an error naming the field otherwise."""
+    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer):
+        horizon = None
+    if horizon is None or not 1 <= int(horizon) <= 520:
+        raise InvalidInputError(
+            "horizon must be an integer number of periods in [1, 520]", field="horizon"
+        )
+    return int(horizon)
+
+
 def _resolve_seed(random_seed: int | None) -> int:
     if random_seed is None:
         return int(np.random.SeedSequence().generate_state(1)[0])
@@ -142,6 +174,8 @@ class SimulationEngine:
         Twins when a call gives no count, and the most a call may ask for.
     batch_size : int
         Units per vectorised chunk.
+    horizon : int
+        Default periods after the history a panel model's ATE is for.
     dtype : numpy floating type
         Working precision of the vectorised core (float32 by default; see
         :mod:`bayestwin.core.effects`).
@@ -171,6 +205,7 @@ class SimulationEngine:
         default_twin_count: int = EngineSettings.default_twin_count,
         max_twin_count: int = EngineSettings.max_twin_count,
         batch_size: int = EngineSettings.batch_size,
+        horizon: int = EngineSettings.horizon,
         dtype: type[np.floating] = np.float32,
         blas_threads: int | None = 1,
         threads: int | None = None,
@@ -183,6 +218,7 @@ class SimulationEngine:
             default_twin_count=default_twin_count,
             max_twin_count=max_twin_count,
             batch_size=batch_size,
+            horizon=horizon,
         )
         if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
@@ -224,6 +260,8 @@ class SimulationEngine:
         fidelity_warning: bool = False,
         fidelity_warning_reason: str | None = None,
         experiment_design_id: str | None = None,
+        horizon: int | None = None,
+        population: pd.DataFrame | Sequence[object] | None = None,
     ) -> SimulationResult:
         """Simulate an intervention on ``twin_count`` twins and recommend what to do.
 
@@ -248,6 +286,14 @@ class SimulationEngine:
             :func:`~bayestwin.core.effects_summary.default_dose_grid`; empty to skip it.
         fidelity_warning, fidelity_warning_reason, experiment_design_id
             Passed through to the result (the service sets them).
+        horizon : int, optional
+            For a model with time effects: the ATE is averaged over the ``horizon``
+            periods right after the history (default ``EngineSettings.horizon``).
+        population : DataFrame or sequence of unit ids, optional
+            The units to draw twins from instead of the fitted history's (see
+            :mod:`bayestwin.engine.population`): ids of history units, or a DataFrame
+            of any units with the model's feature and segment columns. Target filters
+            apply to it.
 
         Returns
         -------
@@ -263,66 +309,124 @@ class SimulationEngine:
         """
         start = time.perf_counter()
         st = self.settings
-        checked = check_request(
-            model,
-            intervention_type,
-            intervention_config,
-            twin_count,
-            confidence_level,
-            random_seed,
-            dose_grid,
-            max_twin_count=st.max_twin_count,
-            default_twin_count=st.default_twin_count,
-        )
         seed = _resolve_seed(random_seed)
+        target = (
+            None
+            if population is None or not model.fit_for_use
+            else resolve_population(model, population, np.random.default_rng([seed, 2]))
+        )
+        checked = check_request(
+            model, intervention_type, intervention_config, twin_count, confidence_level,
+            random_seed, dose_grid, max_twin_count=st.max_twin_count,
+            default_twin_count=st.default_twin_count,
+            population=None if target is None else target.frame,
+        )  # fmt: skip
+        if target is None:
+            target = self._history_population(model)
+        h = _check_horizon(st.horizon if horizon is None else horizon)
         intensity = checked.config.intensity
         grid = default_dose_grid(intensity) if dose_grid is None else tuple(dose_grid)
-        twins, draws = self._draw(model, checked, seed, grid)
-        summary = self._summarise(model, draws, twins, grid, confidence_level)
+        twins, draws = self._draw(target, checked, seed, grid, h)
+        summary = self._summarise(target.posterior, draws, twins, grid, confidence_level)
         extra = {
             "ate_draws": draws.ate[0].tolist() if include_draws else None,
-            "twin_unit_ids": self._twin_ids(model, twins) if include_draws else None,
+            "twin_unit_ids": list(target.unit_ids[twins.rows].tolist()) if include_draws else None,
             "fidelity_warning": fidelity_warning,
             "fidelity_warning_reason": fidelity_warning_reason,
             "experiment_design_id": experiment_design_id,
             "execution_time_ms": int(round((time.perf_counter() - start) * 1000.0)),
+            "horizon": h if model.posterior.time_scale is not None else None,
         }
         return self._result(model, checked, twins, summary, seed, confidence_level, extra)
 
     # -- the steps ---------------------------------------------------------------------------
-    def _draw(
-        self, model: FittedTwinModel, checked: CheckedRequest, seed: int, grid: Sequence[float]
-    ) -> tuple[TwinSample, EffectDraws]:
-        """Draw the twins and the effect draws at the intensity, then the rest of the grid."""
-        cfg = checked.config
+    def _history_population(self, model: FittedTwinModel) -> TargetPopulation:
+        """The fitted history's units (encoded once per model and kept)."""
         cache = self._population_cache(model)
+        return TargetPopulation(
+            frame=model.population,
+            posterior=model.posterior,
+            encoded=cache.encoded,
+            unit_ids=cache.unit_id_strings,
+        )
+
+    def _draw(
+        self,
+        target: TargetPopulation,
+        checked: CheckedRequest,
+        seed: int,
+        grid: Sequence[float],
+        horizon: int = 1,
+    ) -> tuple[TwinSample, EffectDraws]:
+        """Draw the twins and the effect draws at the intensity, then the rest of the grid.
+
+        A panel model's twins carry their units' deviations, and the draws are averaged
+        over the ``horizon`` periods after the history.
+        """
+        cfg = checked.config
         twins = draw_twins(
-            model.population,
+            target.frame,
             checked.twin_count,
             cfg.target,
             random_seed=seed,
-            unit_ids=cache.unit_ids,
+            unit_ids=target.unit_ids,
         )
         others = sorted({float(v) for v in grid} - {float(cfg.intensity)})
+        post = target.posterior
+        rng = np.random.default_rng([seed, 1])
+        units = None
+        ids = target.unit_ids[twins.unique_rows]
+        if post.unit_effects is not None:
+            units = post.unit_effects.draws(ids, rng, dtype=self.dtype)
+        shifts: list[NDArray | None] = [None]
+        if post.time_scale is not None:
+            shifts = list(time_effect_draws(post.time_scale, horizon, rng))
+        periods = []
+        for shift in shifts:
+            offset = units
+            if shift is not None:
+                step = shift[None, :].astype(self.dtype)
+                offset = units + step if units is not None else np.repeat(step, len(ids), 0)
+            arm = [
+                self._effects(post, target, twins, cfg, [level, *others], offset)
+                for level, _ in cfg.intensity_levels
+            ]
+            periods.append(average_effect_draws(arm, [w for _, w in cfg.intensity_levels]))
+        draws = average_effect_draws(periods)
+        if cfg.intensity_mix is not None:  # the arm's row: its mean intensity
+            levels = np.array([cfg.intensity, *others], dtype=float)
+            draws = dataclasses.replace(draws, intensities=levels)
+        return twins, draws
+
+    def _effects(
+        self,
+        post: TwinPosterior,
+        target: TargetPopulation,
+        twins: TwinSample,
+        cfg: InterventionConfig,
+        levels: list[float],
+        offset: NDArray | None,
+    ) -> EffectDraws:
+        """The effect draws of the twins at ``levels`` (the first is the main one)."""
         # rate * s may overflow to inf for a huge intensity on a model that records no
         # intensity range; exp(-inf) = 0 is then the dose response's exact limit
         with np.errstate(over="ignore"):
-            draws = effect_draws(
-                model.posterior,
-                cache.encoded.take(twins.unique_rows),
+            return effect_draws(
+                post,
+                target.encoded.take(twins.unique_rows),
                 str(cfg.intervention_type),
-                [cfg.intensity, *others],
+                levels,
                 weights=twins.counts,
                 batch_size=self.settings.batch_size,
                 dtype=self.dtype,
                 blas_threads=self.blas_threads,
                 threads=self.threads,
+                unit_offset=offset,
             )
-        return twins, draws
 
     def _summarise(
         self,
-        model: FittedTwinModel,
+        posterior: TwinPosterior,
         draws: EffectDraws,
         twins: TwinSample,
         grid: Sequence[float],
@@ -330,17 +434,14 @@ class SimulationEngine:
     ) -> EffectSummary:
         return summarise_effects(
             draws,
-            segment_names=model.posterior.encoder.segments,
-            family=model.posterior.family,
+            segment_names=posterior.encoder.segments,
+            family=posterior.family,
             eligible=twins.eligible,
             intensity=float(draws.intensities[0]),
             dose_grid=grid,
             prob=confidence_level,
             rule=self.settings.rule,
         )
-
-    def _twin_ids(self, model: FittedTwinModel, twins: TwinSample) -> list[str]:
-        return list(self._population_cache(model).unit_id_strings[twins.rows].tolist())
 
     def _result(
         self,

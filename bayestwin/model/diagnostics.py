@@ -17,9 +17,12 @@ from bayestwin.model.spec import DiagnosticThresholds
 __all__ = ["compute_diagnostics"]
 
 #: The model's parameters the gate checks (those a fit has; deterministic ones included).
+#: The unit-effect scale ``sigma_unit`` is checked; the standardised effects of single
+#: units (``z_unit``) are not: each is a nuisance, summarised over draws per unit.
 _PARAMETERS = (
     "mu_a", "sigma_a", "z_a", "a", "beta", "mu_tau", "sigma_type", "sigma_seg", "z_type",
-    "tau_type", "z_tau", "tau", "z_gamma", "log_rate", "dispersion",
+    "tau_type", "z_tau", "tau", "z_gamma", "log_rate", "dose_jump", "dispersion",
+    "sigma_unit", "lambda_unit", "sigma_time", "z_time", "time_effect",
 )  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayestwin.core.posterior import FeatureEncoder, TwinPosterior
+from bayestwin.core.posterior import FeatureEncoder, SegmentHyper, TwinPosterior
 from bayestwin.errors import InvalidInputError
 from bayestwin.model.diagnostics import compute_diagnostics
 from bayestwin.model.fitted import FittedTwinModel
@@ -33,6 +33,7 @@ from bayestwin.model.history import check_history, latest_population
 from bayestwin.model.io import provenance
 from bayestwin.model.pymc_model import build_design, build_pymc_model
 from bayestwin.model.spec import SamplerSettings, TwinModelSpec
+from bayestwin.model.unit_posterior import unit_effects_from_trace
 from bayestwin.vocabulary import TwinType
 
 __all__ = ["REPRODUCIBLE_FLAGS", "TwinGenerator", "fit_all"]
@@ -191,6 +192,21 @@ def _posterior_arrays(trace: Any, d: dict[str, Any], family: str) -> TwinPosteri
     beta = _flat(post, "beta") if enc.columns else np.zeros((n, 0))
     gamma = _flat(post, "gamma") if enc.numeric else np.zeros((n, len(d["types"]), 0))
     disp = _flat(post, "dispersion") if "dispersion" in post else None
+    optional = ("dose_jump", "sigma_time", "sigma_unit", "lambda_unit", "time_effect", "z_unit")
+    extra = {name: _flat(post, name) for name in optional if name in post}
+    units = None
+    if d["choices"].units:
+        arrays = {
+            "a": _flat(post, "a"),
+            "beta": beta,
+            "tau": _flat(post, "tau"),
+            "gamma": gamma,
+            "dose_rate": _flat(post, "dose_rate"),
+            **extra,
+        }
+        if disp is not None:
+            arrays["dispersion"] = disp
+        units = unit_effects_from_trace(arrays, d, family)
     return TwinPosterior(
         family=family,  # type: ignore[arg-type]
         encoder=enc,
@@ -203,6 +219,24 @@ def _posterior_arrays(trace: Any, d: dict[str, Any], family: str) -> TwinPosteri
         dispersion=disp,
         outcome_loc=d["outcome_loc"],
         outcome_scale=d["outcome_scale"],
+        dose_jump=extra.get("dose_jump"),
+        unit_effects=units,
+        time_scale=extra.get("sigma_time"),
+        segment_hyper=_segment_hyper(post, n, len(d["types"])),
+    )
+
+
+def _segment_hyper(post: Any, n: int, n_types: int) -> SegmentHyper:
+    """The segment terms' population distribution (scales 0 for one segment)."""
+    zeros = np.zeros(n)
+    mu_tau = _flat(post, "mu_tau")
+    return SegmentHyper(
+        intercept_mean=_flat(post, "mu_a"),
+        intercept_sd=_flat(post, "sigma_a") if "sigma_a" in post else zeros,
+        tau_type=_flat(post, "tau_type")
+        if "tau_type" in post
+        else np.repeat(mu_tau[:, None], n_types, axis=1),
+        tau_sd=_flat(post, "sigma_seg") if "sigma_seg" in post else zeros,
     )
 
 

@@ -192,7 +192,7 @@ def _check_periods(df: pd.DataFrame, spec: TwinModelSpec) -> None:
 
 
 def collapse_history(
-    df: pd.DataFrame, spec: TwinModelSpec
+    df: pd.DataFrame, spec: TwinModelSpec, extra_keys: tuple[str, ...] = ()
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series, pd.Series]:
     """Collapse rows that share a design into sufficient statistics.
 
@@ -202,6 +202,9 @@ def collapse_history(
         Validated history rows of one (brand, twin type).
     spec : TwinModelSpec
         The spec naming the columns.
+    extra_keys : tuple of str
+        More columns a design is distinguished by (a panel model: the unit, and the
+        period when it has time effects), placed first.
 
     Returns
     -------
@@ -221,13 +224,18 @@ def collapse_history(
     outcome value: ``total`` is then the outcome value and ``count`` its multiplicity,
     which the model uses as a likelihood weight. That is exact too.
     """
-    keys = [
-        spec.segment_column,
-        *spec.numeric_features,
-        *spec.categorical_features,
-        spec.intervention_column,
-        spec.intensity_column,
-    ]
+    keys = list(
+        dict.fromkeys(
+            [
+                *extra_keys,
+                spec.segment_column,
+                *spec.numeric_features,
+                *spec.categorical_features,
+                spec.intervention_column,
+                spec.intensity_column,
+            ]
+        )
+    )
     if spec.family == "neg_binomial":
         weights = df.groupby([*keys, spec.outcome], sort=True, observed=True).size()
         stats = weights.rename("count").reset_index()

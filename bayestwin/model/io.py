@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from bayestwin._version import __version__
-from bayestwin.core.posterior import FeatureEncoder, TwinPosterior
+from bayestwin.core.posterior import FeatureEncoder, SegmentHyper, TwinPosterior
+from bayestwin.core.unit_effects import UnitEffects
 from bayestwin.errors import UnavailableError
 from bayestwin.model.fitted import Diagnostics, FittedTwinModel
 from bayestwin.model.spec import SamplerSettings, TwinModelSpec
@@ -40,14 +41,20 @@ __all__ = [
 ]
 
 #: Version of the saved-model layout; :func:`load_model` reads only this one.
-MODEL_FORMAT_VERSION = "2"
+MODEL_FORMAT_VERSION = "3"
 
 #: The distributions whose versions a fit records.
 PROVENANCE_PACKAGES = (
     "bayestwin", "pymc", "pytensor", "arviz", "nutpie", "numpy", "pandas", "xarray",
 )  # fmt: skip
 
-_ARRAYS = ("intercept", "beta", "tau", "gamma", "dose_rate", "dispersion")
+_ARRAYS = (
+    "intercept", "beta", "tau", "gamma", "dose_rate", "dispersion", "dose_jump", "time_scale",
+)  # fmt: skip
+#: The arrays of :class:`~bayestwin.core.unit_effects.UnitEffects`, saved as ``unit_<name>``.
+_UNIT_ARRAYS = ("unit_ids", "mean", "sd", "offset", "scale")
+#: The arrays of :class:`~bayestwin.core.posterior.SegmentHyper`, saved as ``segment_<name>``.
+_SEGMENT_ARRAYS = ("intercept_mean", "intercept_sd", "tau_type", "tau_sd")
 
 
 def package_versions(names: Iterable[str] = PROVENANCE_PACKAGES) -> dict[str, str]:
@@ -149,6 +156,10 @@ def save_model(model: FittedTwinModel, path: str | os.PathLike[str]) -> Path:
     tmp.mkdir()
     post = model.posterior
     arrays = {k: getattr(post, k) for k in _ARRAYS if getattr(post, k) is not None}
+    if post.unit_effects is not None:
+        arrays.update({f"unit_{k}": getattr(post.unit_effects, k) for k in _UNIT_ARRAYS})
+    if post.segment_hyper is not None:
+        arrays.update({f"segment_{k}": getattr(post.segment_hyper, k) for k in _SEGMENT_ARRAYS})
     np.savez(tmp / "posterior.npz", **arrays)
     if model.trace is not None:
         model.trace.to_netcdf(tmp / "trace.nc", engine="h5netcdf")
@@ -164,6 +175,7 @@ def save_model(model: FittedTwinModel, path: str | os.PathLike[str]) -> Path:
         "intervention_types": list(post.intervention_types),
         "outcome_loc": post.outcome_loc,
         "outcome_scale": post.outcome_scale,
+        "unit_effect_kind": None if post.unit_effects is None else post.unit_effects.kind,
         "encoder": post.encoder.to_dict(),
         "diagnostics": model.diagnostics.to_dict(),
         "provenance": model.provenance,
@@ -207,7 +219,20 @@ def _posterior(src: Path, meta: dict[str, Any]) -> TwinPosterior:
         dispersion=arrays.get("dispersion"),
         outcome_loc=float(meta["outcome_loc"]),
         outcome_scale=float(meta["outcome_scale"]),
+        dose_jump=arrays.get("dose_jump"),
+        time_scale=arrays.get("time_scale"),
+        unit_effects=_unit_effects(arrays, meta),
+        segment_hyper=SegmentHyper(**{k: arrays[f"segment_{k}"] for k in _SEGMENT_ARRAYS})
+        if "segment_tau_sd" in arrays
+        else None,
     )
+
+
+def _unit_effects(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> UnitEffects | None:
+    kind = meta.get("unit_effect_kind")
+    if kind is None:
+        return None
+    return UnitEffects(kind=kind, **{k: arrays[f"unit_{k}"] for k in _UNIT_ARRAYS})
 
 
 def _max_intensity(meta: dict[str, Any]) -> float | None:

@@ -12,8 +12,17 @@ The model is the hierarchical GLM of DESIGN.md::
 * ``gamma[k] = interaction_sd * z_gamma[k]``: covariate-by-treatment interactions on
   the standardised numeric features, shrunk toward zero by a tight fixed prior scale
   (a learned scale would add a funnel that costs far more ESS than it buys);
-* ``g(s) = (1 - exp(-rate s)) / (1 - exp(-rate))``: monotone dose-response with
-  ``g(0) = 0`` and ``g(1) = 1``, so ``tau`` is the effect at intensity 1;
+* ``g(s) = delta + (1 - delta) (1 - exp(-rate s)) / (1 - exp(-rate))`` for ``s > 0``
+  and ``g(0) = 0``: a monotone dose response with ``g(1) = 1``, so ``tau`` is the
+  effect at intensity 1. ``delta ~ Beta(1, 2)`` is the share of the effect that the
+  first contact brings (real campaigns often do most of their work at the smallest
+  dose); it is learned when the treated rows have three or more distinct intensities
+  (``dose_jump``) and 0 otherwise, where it could not be told from the rate;
+* the effect prior ``mu_tau ~ Normal(0, 1.5)`` lets through shifts of 2-3 logits (or a
+  factor of four in counts, 1.5 outcome sds) that a tighter scale would shrink;
+* a history whose units have several periods adds unit effects, a
+  correlated-random-effects term and random-walk period effects, each unit's effect
+  integrated out of a collapsed likelihood (:mod:`bayestwin.model.panel_terms`);
 * each level of a hierarchy is non-centred, with zero-sum standardised deviations so
   that the group means are identified on their own, unless every group in the level is
   rich in data, when the centred form (``a[seg] ~ Normal(mu_a, sigma_a)``,
@@ -54,6 +63,15 @@ import pandas as pd
 from bayestwin.core.posterior import FeatureEncoder
 from bayestwin.errors import InvalidInputError
 from bayestwin.model.history import collapse_history
+from bayestwin.model.panel_terms import (
+    add_panel_design,
+    collapse_keys,
+    panel_choices,
+    panel_likelihood,
+    panel_terms,
+    sampled_unit_term,
+    samples_units,
+)
 from bayestwin.model.spec import TwinModelSpec, TwinPriors
 
 __all__ = ["build_design", "build_pymc_model", "centred_effects", "centred_intercepts"]
@@ -100,7 +118,8 @@ def build_design(df: pd.DataFrame, spec: TwinModelSpec) -> dict[str, Any]:
         The ``encoder``, intervention ``types``, the likelihood rows' design (``x``,
         ``z``, ``seg``, ``k``, ``treated``, ``intensity``) and statistics (``total``,
         ``count``, ``sumsq``), the gaussian outcome scaling, the intercept ``center``,
-        the parameterisation choices and ``n_rows``.
+        the parameterisation choices, ``n_rows`` and the panel arrays
+        (:func:`~bayestwin.model.panel_terms.add_panel_design`).
 
     Raises
     ------
@@ -117,8 +136,9 @@ def build_design(df: pd.DataFrame, spec: TwinModelSpec) -> dict[str, Any]:
             code="invalid_history",
             field=spec.intervention_column,
         )
+    choices = panel_choices(df, spec)
     if spec.collapse:
-        design, total, count, sumsq = collapse_history(df, spec)
+        design, total, count, sumsq = collapse_history(df, spec, collapse_keys(spec, choices))
     else:
         design = df
         total = df[spec.outcome].astype(float)
@@ -134,7 +154,7 @@ def build_design(df: pd.DataFrame, spec: TwinModelSpec) -> dict[str, Any]:
     if spec.family == "gaussian":
         outcome_loc = float(y_all.mean())
         outcome_scale = float(y_all.std()) or 1.0
-    return {
+    d = {
         "encoder": encoder,
         "types": types,
         "x": x,
@@ -153,6 +173,8 @@ def build_design(df: pd.DataFrame, spec: TwinModelSpec) -> dict[str, Any]:
         "centred_effects": centred_effects(df, spec, types),
         "n_rows": len(df),
     }
+    add_panel_design(d, df, design, spec, choices, types)
+    return d
 
 
 def _link_of_mean(family: str, ybar: float) -> float:
@@ -325,8 +347,13 @@ def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec) -> Any:
         a = _intercepts(pm, d, pr, coords)
         beta = pm.Normal("beta", 0.0, pr.beta_sd, dims="feature")
         tau = _effects(pm, d, pr, coords)
-        eta = _linear_predictor(pm, d, pr, a, beta, tau)
-        _likelihood(pm, d, spec, eta)
+        eta = _linear_predictor(pm, d, pr, a, beta, tau) + panel_terms(pm, d, pr)
+        if d["choices"].units and not samples_units(spec):
+            panel_likelihood(pm, d, spec, eta)
+        else:
+            if d["choices"].units:
+                eta = eta + sampled_unit_term(pm, d, pr)
+            _likelihood(pm, d, spec, eta)
     return model
 
 
@@ -395,6 +422,9 @@ def _linear_predictor(
     )
     log_rate = pm.Normal("log_rate", 0.0, pr.dose_log_rate_sd)
     rate = pm.Deterministic("dose_rate", pt.exp(log_rate))
+    jump = (
+        pm.Beta("dose_jump", pr.dose_jump_alpha, pr.dose_jump_beta) if d["choices"].jump else None
+    )
 
     x = pt.as_tensor_variable(d["x"])
     eta = a[d["seg"]] + (x @ beta if d["x"].shape[1] else 0.0)
@@ -403,6 +433,8 @@ def _linear_predictor(
         k = d["k"][rows]
         s = d["intensity"][rows]
         g = pt.expm1(-rate * s) / pt.expm1(-rate)
+        if jump is not None:
+            g = pt.where(s > 0, jump + (1.0 - jump) * g, 0.0)
         het = tau[k, d["seg"][rows]]
         if d["z"].shape[1]:
             het = het + (gamma[k] * d["z"][rows]).sum(axis=1)

@@ -44,12 +44,30 @@ class TwinPriors(BaseModel):
     intercept_sd: float = Field(1.5, gt=0, description="mu_a ~ Normal(link(mean y), .)")
     segment_sd: float = Field(0.5, gt=0, description="sigma_a ~ HalfNormal(.)")
     beta_sd: float = Field(0.5, gt=0, description="beta ~ Normal(0, .)")
-    effect_mean_sd: float = Field(0.5, gt=0, description="mu_tau ~ Normal(0, .)")
+    effect_mean_sd: float = Field(
+        1.5,
+        gt=0,
+        description=(
+            "mu_tau ~ Normal(0, .): wide enough that a shift of 2-3 logits (bernoulli), "
+            "a factor of 4 (counts) or 1.5 outcome sds (gaussian) is not shrunk"
+        ),
+    )
     effect_type_sd: float = Field(0.3, gt=0, description="sigma_type ~ HalfNormal(.)")
     effect_segment_sd: float = Field(0.2, gt=0, description="sigma_seg ~ HalfNormal(.)")
     interaction_sd: float = Field(0.1, gt=0, description="gamma ~ Normal(0, .)")
     dose_log_rate_sd: float = Field(1.0, gt=0, description="log(rate) ~ Normal(0, .)")
     dispersion_sd: float = Field(1.0, gt=0, description="sigma ~ HalfNormal(.) (gaussian)")
+    dose_jump_alpha: float = Field(1.0, gt=0, description="delta ~ Beta(., dose_jump_beta)")
+    dose_jump_beta: float = Field(2.0, gt=0, description="delta ~ Beta(dose_jump_alpha, .)")
+    unit_sd: float = Field(
+        0.5, gt=0, description="sigma_unit ~ Gamma(2, 2 / .): scale of the unit effects"
+    )
+    time_sd: float = Field(
+        0.1, gt=0, description="sigma_time ~ Gamma(2, 2 / .): step sd of the period random walk"
+    )
+    mundlak_sd: float = Field(
+        1.0, gt=0, description="lambda ~ Normal(0, .): unit effect on treatment history"
+    )
 
 
 class SamplerSettings(BaseModel):
@@ -121,6 +139,35 @@ class TwinModelSpec(BaseModel):
             "Intervention effects, per level of the hierarchy (type means, then type x "
             "segment effects): 'auto' centres a level when every group in it is rich in "
             "treated data (see bayestwin.model.pymc_model)."
+        ),
+    )
+    unit_effects: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Partially pooled unit intercepts with the correlated-random-effects term; "
+            "'auto': on when some unit has two or more periods."
+        ),
+    )
+    unit_likelihood: Literal["marginal", "sampled"] = Field(
+        "marginal",
+        description=(
+            "'marginal': each unit's effect is integrated out of the likelihood (closed "
+            "form for gaussian and poisson, quadrature for neg_binomial); 'sampled': "
+            "non-centred unit effects are sampled. Bernoulli outcomes always sample them."
+        ),
+    )
+    time_effects: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Random-walk period effects; 'auto': on when the history has two or more "
+            "periods and some unit has two or more of them."
+        ),
+    )
+    dose_jump: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "A first-contact jump delta in the dose response; 'auto': on when the "
+            "treated rows have three or more distinct intensities."
         ),
     )
     priors: TwinPriors = Field(default_factory=TwinPriors)

@@ -19,6 +19,7 @@ from bayestwin.schemas.records import Page, TwinModelInfo
 from bayestwin.schemas.requests import (
     ExperimentOutcome,
     FitRequest,
+    IntensityShare,
     InterventionConfig,
     NumericRange,
     RandomSeed,
@@ -46,6 +47,7 @@ __all__ = [
     "ExperimentOutcome",
     "FidelityResult",
     "FitRequest",
+    "IntensityShare",
     "InterventionConfig",
     "NumericRange",
     "Page",

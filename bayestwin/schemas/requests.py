@@ -32,6 +32,7 @@ from bayestwin.vocabulary import TwinType
 __all__ = [
     "ExperimentOutcome",
     "FitRequest",
+    "IntensityShare",
     "InterventionConfig",
     "NumericRange",
     "RandomSeed",
@@ -74,6 +75,19 @@ TargetFilter = Annotated[
 ]
 
 
+#: Most unit ids a simulation request may name as its population.
+MAX_POPULATION_IDS = 1_000_000
+#: Most distinct intensities an intensity mix may hold.
+MAX_INTENSITY_MIX = 50
+
+
+class IntensityShare(Schema):
+    """One intensity of a mixed-intensity arm and its share of the arm's units."""
+
+    intensity: float = Field(..., strict=True, gt=0.0, description="Dose (> 0).")
+    weight: float = Field(..., strict=True, gt=0.0, description="Relative share (> 0).")
+
+
 class InterventionConfig(Schema):
     """Parameters of an intervention and the population it targets."""
 
@@ -98,6 +112,37 @@ class InterventionConfig(Schema):
             "{'min': ..., 'max': ...} (numeric). Empty: the whole population."
         ),
     )
+    intensity_mix: list[IntensityShare] | None = Field(
+        None,
+        max_length=MAX_INTENSITY_MIX,
+        description=(
+            "A treated arm of mixed intensities: each twin gets intensity s with "
+            "probability proportional to its weight, and the ATE is the weighted average "
+            "over them. Then 'intensity' is set to the arm's mean intensity."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _mix_mean(self) -> Self:
+        mix = self.intensity_mix
+        if mix is not None:
+            if not mix:
+                raise ValueError("intensity_mix must hold at least one intensity")
+            levels = [m.intensity for m in mix]
+            if len(set(levels)) != len(levels):
+                raise ValueError("intensity_mix lists an intensity more than once")
+            total = sum(m.weight for m in mix)
+            mean = sum(m.intensity * m.weight for m in mix) / total
+            object.__setattr__(self, "intensity", float(mean))
+        return self
+
+    @property
+    def intensity_levels(self) -> list[tuple[float, float]]:
+        """``(intensity, weight)`` pairs of the arm, weights summing to 1."""
+        if self.intensity_mix is None:
+            return [(self.intensity, 1.0)]
+        total = sum(m.weight for m in self.intensity_mix)
+        return [(m.intensity, m.weight / total) for m in self.intensity_mix]
 
     @field_validator("target")
     @classmethod
@@ -127,6 +172,27 @@ class SimulateInterventionRequest(Schema):
     confidence_level: float = Field(0.95, strict=True, gt=0.0, lt=1.0, description="CI confidence.")
     random_seed: RandomSeed | None = Field(
         None, description="Seed in [0, 2**63 - 1]; None draws one."
+    )
+    population_ids: (
+        list[Annotated[str, Field(min_length=1, max_length=EXTERNAL_ID_LENGTH)]] | None
+    ) = Field(
+        None,
+        min_length=1,
+        max_length=MAX_POPULATION_IDS,
+        description=(
+            "Unit ids of the fitted history to draw the twins from (a named target "
+            "list); None: the whole history. Target filters apply to them."
+        ),
+    )
+    horizon: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=520,
+        description=(
+            "Periods after the history the ATE is averaged over, for a model with time "
+            "effects; None: the setting horizon."
+        ),
     )
 
     @model_validator(mode="after")

@@ -180,6 +180,12 @@ class SimulationResult(Schema):
         "(which is never capped at it), False when it falls short (the recommendation is "
         "then refine); None when unknown.",
     )
+    horizon: int | None = Field(
+        None,
+        ge=1,
+        description="Periods after the history the ATE is averaged over (a model with "
+        "time effects); None for a model without them.",
+    )
     ate_draws: list[float] | None = Field(
         None, description="Posterior draws of the population ATE (for fidelity checks)."
     )

@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
+from bayestwin.engine.population import resolve_population
 from bayestwin.engine.requests import check_request
 from bayestwin.errors import ConflictError, NotFoundError, UnavailableError
 from bayestwin.model.fitted import FittedTwinModel
@@ -103,6 +105,9 @@ class SimulationsMixin(ModelsMixin, MemoryMixin):
             max_twin_count=self.settings.max_twin_count,
             default_twin_count=self.settings.default_twin_count,
         )
+        if req.population_ids is not None:
+            # unknown ids are refused here, before a row is written
+            resolve_population(model, req.population_ids, np.random.default_rng(0))
         req = req.model_copy(update={"twin_count": checked.twin_count})
         key = request_hash(req, extra=self._decision_settings())
         history = self.repository.fidelity_history(
@@ -183,6 +188,8 @@ class SimulationsMixin(ModelsMixin, MemoryMixin):
                 fidelity_warning=prep.warning,
                 fidelity_warning_reason=prep.reason,
                 experiment_design_id=prep.experiment_design_id,
+                horizon=req.horizon if req.horizon is not None else self.settings.horizon,
+                population=req.population_ids,
             )
         except BaseException as exc:
             elapsed = int(round((time.perf_counter() - started) * 1000))

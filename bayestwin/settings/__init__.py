@@ -132,6 +132,15 @@ class Settings(BaseSettings):
     )
     simulation_timeout_seconds: float = Field(300, gt=0)
     batch_size: int = Field(1000, gt=0, description="Twins per vectorised chunk.")
+    horizon: int = Field(
+        1,
+        ge=1,
+        le=520,
+        description=(
+            "Periods after the history that a panel model's simulated ATE is averaged "
+            "over (1: the next period)."
+        ),
+    )
 
     # -- statistics ------------------------------------------------------------------
     power_alpha: float = Field(0.05, gt=0.0, lt=1.0)
@@ -142,6 +151,17 @@ class Settings(BaseSettings):
     database_url: str | None = None
     mlflow_tracking_uri: str | None = None
     data_dir: Path | None = None
+
+    # -- compute ---------------------------------------------------------------------
+    dask_scheduler: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Address of the Dask scheduler (e.g. tcp://host:8786) that fit_all and the "
+            "calibration worlds run their tasks on; None: an embedded LocalCluster of "
+            "worker processes, one thread each, as many as the cores."
+        ),
+    )
 
     # -- api -------------------------------------------------------------------------
     api_key: SecretStr | None = Field(
@@ -205,8 +225,9 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "simulation_timeout_seconds",
         "batch_size",
     ),
-    "statistics": ("power_alpha", "power_target", "min_validations_for_score"),
+    "statistics": ("power_alpha", "power_target", "min_validations_for_score", "horizon"),
     "storage": ("database_url", "mlflow_tracking_uri", "data_dir"),
+    "compute": ("dask_scheduler",),
     "api": ("api_key",),
 }
 """The sections of ``digital_twin_config.yaml`` and the settings each one holds."""

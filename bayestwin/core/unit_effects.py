@@ -1,0 +1,169 @@
+"""Unit effects and time effects of a panel posterior, as plain NumPy arrays.
+
+A panel history (units observed over several periods) gives every unit its own
+link-scale deviation from its segment's intercept, and every period its own shift. The
+twin of unit ``i`` carries ``i``'s deviation: that is what makes it ``i``'s twin.
+
+:class:`UnitEffects` keeps, for every unit of the history, the posterior mean and
+standard deviation of its *total* deviation (the correlated-random-effects term
+``lambda . m_i`` plus the unit's own effect ``u_i``), and the posterior draws of the
+population scale of ``u``. :meth:`UnitEffects.draws` turns them into one deviation per
+unit and posterior draw:
+
+* a unit of the history draws ``Normal(mean_i, sd_i)`` (its marginal posterior; the
+  fit summarises it per draw from the exact conditional posterior, see
+  :mod:`bayestwin.model.unit_posterior`);
+* a unit the history does not know draws from the population distribution: the
+  correlated term of a history unit drawn at random, plus a fresh ``u`` from the
+  fitted distribution (``Normal(0, scale_d)``, or ``log Gamma(phi, phi)`` with
+  ``phi = 1 / scale_d**2`` for the gamma unit effects of a count model).
+
+:func:`time_effect_draws` gives the period shift ``H`` periods past the history under
+the fitted random walk of the period effects (zero at the last period of the history).
+
+Pure NumPy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["UnitEffectKind", "UnitEffects", "time_effect_draws"]
+
+#: How the population distribution of the unit effects is shaped.
+UnitEffectKind = Literal["normal", "log_gamma"]
+
+
+@dataclass(frozen=True)
+class UnitEffects:
+    """Posterior summary of the unit effects of a panel model.
+
+    Attributes
+    ----------
+    kind : {"normal", "log_gamma"}
+        Shape of the population distribution of ``u``.
+    unit_ids : ndarray of str, shape (U,)
+        The history's units, in the order of the arrays below.
+    mean, sd : ndarray, shape (U,)
+        Posterior mean and sd of each unit's total deviation (link scale).
+    offset : ndarray, shape (U,)
+        Posterior mean of each unit's correlated-random-effects term ``lambda . m_i``
+        (zeros without it): what an unseen unit draws its offset from.
+    scale : ndarray, shape (D,)
+        Posterior draws of the population scale of ``u`` (sd on the link scale, or the
+        coefficient of variation of the gamma multiplier).
+    """
+
+    kind: UnitEffectKind
+    unit_ids: NDArray
+    mean: NDArray
+    sd: NDArray
+    offset: NDArray
+    scale: NDArray
+
+    def __post_init__(self) -> None:
+        n = len(self.unit_ids)
+        for name in ("mean", "sd", "offset"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} has shape {getattr(self, name).shape}, expected {(n,)}")
+        if self.scale.ndim != 1:
+            raise ValueError(f"scale must be one-dimensional, got shape {self.scale.shape}")
+        if self.kind not in ("normal", "log_gamma"):
+            raise ValueError(f"kind must be 'normal' or 'log_gamma', got {self.kind!r}")
+
+    @property
+    def n_draws(self) -> int:
+        """Posterior draws ``D`` of the scale."""
+        return int(self.scale.shape[0])
+
+    def index_of(self, unit_ids: Sequence[object] | NDArray) -> NDArray[np.intp]:
+        """Position of each id among :attr:`unit_ids`; -1 for a unit the history lacks."""
+        lookup = {str(u): i for i, u in enumerate(self.unit_ids.tolist())}
+        return np.array([lookup.get(str(u), -1) for u in unit_ids], dtype=np.intp)
+
+    def population_draws(self, n_units: int, rng: np.random.Generator) -> NDArray:
+        """Deviations of ``n_units`` units the history does not know, shape ``(n_units, D)``.
+
+        Parameters
+        ----------
+        n_units : int
+            How many units.
+        rng : numpy Generator
+            The random stream.
+        """
+        d = self.n_draws
+        pick = (
+            rng.integers(0, len(self.unit_ids), size=(n_units, d)) if len(self.unit_ids) else None
+        )
+        base = self.offset[pick] if pick is not None else np.zeros((n_units, d))
+        scale = np.maximum(self.scale, 1e-12)[None, :]
+        if self.kind == "normal":
+            return base + scale * rng.standard_normal((n_units, d))
+        phi = 1.0 / scale**2
+        theta = rng.gamma(np.broadcast_to(phi, (n_units, d)), 1.0) / phi
+        return base + np.log(np.maximum(theta, 1e-300))
+
+    def draws(
+        self,
+        unit_ids: Sequence[object] | NDArray,
+        rng: np.random.Generator,
+        dtype: type[np.floating] = np.float64,
+    ) -> NDArray:
+        """One deviation per unit and posterior draw, shape ``(len(unit_ids), D)``.
+
+        Parameters
+        ----------
+        unit_ids : sequence
+            The units (twins' sources); ids the history lacks draw from the population.
+        rng : numpy Generator
+            The random stream (seeded by the simulation's seed).
+        dtype : numpy floating type
+            dtype of the result.
+
+        Returns
+        -------
+        ndarray
+            Link-scale deviations.
+        """
+        idx = self.index_of(unit_ids)
+        known = idx >= 0
+        out = np.empty((len(idx), self.n_draws), dtype=dtype)
+        if known.any():
+            k = idx[known]
+            noise = rng.standard_normal((k.size, self.n_draws))
+            out[known] = self.mean[k, None] + self.sd[k, None] * noise
+        if (~known).any():
+            out[~known] = self.population_draws(int((~known).sum()), rng)
+        return out
+
+
+def time_effect_draws(scale: NDArray, horizon: int, rng: np.random.Generator) -> NDArray:
+    """Period shifts ``1..horizon`` periods past the history, shape ``(horizon, D)``.
+
+    The period effects follow a Gaussian random walk with innovation sd ``scale_d``,
+    zero at the last period of the history, so ``h`` periods later the shift is the sum
+    of ``h`` innovations.
+
+    Parameters
+    ----------
+    scale : ndarray, shape (D,)
+        Posterior draws of the random walk's innovation sd.
+    horizon : int
+        Periods ahead (>= 1).
+    rng : numpy Generator
+        The random stream.
+
+    Returns
+    -------
+    ndarray
+        Row ``h - 1`` holds the shift ``h`` periods ahead.
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    steps = rng.standard_normal((horizon, scale.shape[0])) * np.asarray(scale)[None, :]
+    return np.cumsum(steps, axis=0)
