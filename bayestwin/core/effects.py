@@ -193,11 +193,16 @@ def _chunk_plan(
         bounds=np.searchsorted(seg[order], np.arange(n_segments + 1)).tolist(),
         chunk_rows=min(batch_size, cache_rows, n_units),
         n_draws=n_draws,
-        unit_offset=None
-        if unit_offset is None
-        else np.ascontiguousarray(unit_offset[order], dtype=dtype),
+        unit_offset=None if unit_offset is None else _sorted_offset(unit_offset, order, dtype),
     )
     return plan, order
+
+
+def _sorted_offset(
+    unit_offset: NDArray, order: NDArray[np.intp], dtype: type[np.floating]
+) -> NDArray:
+    """The units' offsets in the plan's order, in the working dtype (one copy)."""
+    return np.ascontiguousarray(unit_offset[order].astype(dtype, copy=False))
 
 
 def _link_terms(
@@ -361,8 +366,6 @@ def effect_draws(
                 f"unit_offset has shape {unit_offset.shape}, expected "
                 f"{(len(encoded), posterior.n_draws)}"
             )
-        if posterior.family == "bernoulli":
-            unit_offset = 0.5 * unit_offset  # the kernel's half-tanh scale
     plan, order = _chunk_plan(
         encoded,
         w,
@@ -372,6 +375,9 @@ def effect_draws(
         dtype,
         unit_offset,
     )
+    if plan.unit_offset is not None and posterior.family == "bernoulli":
+        # the kernel's half-tanh scale, on the plan's own copy
+        np.multiply(plan.unit_offset, 0.5, out=plan.unit_offset)
     link, sc = _link_terms(posterior, k, levels, dtype)
     parts = run_chunks(plan, link, threads=threads, blas_threads=blas_threads)
     totals = reduce_chunks(plan, parts, levels.size)

@@ -12,7 +12,8 @@ unit and posterior draw:
 
 * a unit of the history draws ``Normal(mean_i, sd_i)`` (its marginal posterior; the
   fit summarises it per draw from the exact conditional posterior, see
-  :mod:`bayestwin.model.unit_posterior`);
+  :mod:`bayestwin.model.unit_posterior`), by stratified normal scores in a rotation of
+  its own (:func:`_rotated_normals`);
 * a unit the history does not know draws from the population distribution: the
   correlated term of a history unit drawn at random, plus a fresh ``u`` from the
   fitted distribution (``Normal(0, scale_d)``, or ``log Gamma(phi, phi)`` with
@@ -21,17 +22,20 @@ unit and posterior draw:
 :func:`time_effect_draws` gives the period shift ``H`` periods past the history under
 the fitted random walk of the period effects (zero at the last period of the history).
 
-Pure NumPy.
+NumPy, SciPy and pandas.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
+from scipy import special
 
 __all__ = ["UnitEffectKind", "UnitEffects", "time_effect_draws"]
 
@@ -83,8 +87,12 @@ class UnitEffects:
 
     def index_of(self, unit_ids: Sequence[object] | NDArray) -> NDArray[np.intp]:
         """Position of each id among :attr:`unit_ids`; -1 for a unit the history lacks."""
-        lookup = {str(u): i for i, u in enumerate(self.unit_ids.tolist())}
-        return np.array([lookup.get(str(u), -1) for u in unit_ids], dtype=np.intp)
+        wanted = pd.Index(np.asarray(unit_ids).astype(str))
+        return np.asarray(self._index.get_indexer(wanted), dtype=np.intp)
+
+    @functools.cached_property
+    def _index(self) -> pd.Index:
+        return pd.Index(self.unit_ids.astype(str))
 
     def population_draws(self, n_units: int, rng: np.random.Generator) -> NDArray:
         """Deviations of ``n_units`` units the history does not know, shape ``(n_units, D)``.
@@ -132,14 +140,36 @@ class UnitEffects:
         """
         idx = self.index_of(unit_ids)
         known = idx >= 0
+        if known.all():  # the usual case: every twin is a unit of the history
+            noise = _rotated_normals(idx.size, self.n_draws, rng, np.dtype(dtype))
+            noise *= self.sd[idx, None].astype(dtype)
+            noise += self.mean[idx, None].astype(dtype)
+            return noise
         out = np.empty((len(idx), self.n_draws), dtype=dtype)
         if known.any():
             k = idx[known]
-            noise = rng.standard_normal((k.size, self.n_draws))
-            out[known] = self.mean[k, None] + self.sd[k, None] * noise
+            noise = _rotated_normals(k.size, self.n_draws, rng, out.dtype)
+            noise *= self.sd[k, None].astype(out.dtype)
+            noise += self.mean[k, None].astype(out.dtype)
+            out[known] = noise
         if (~known).any():
             out[~known] = self.population_draws(int((~known).sum()), rng)
         return out
+
+
+def _rotated_normals(n: int, d: int, rng: np.random.Generator, dtype: np.dtype) -> NDArray:
+    """``n`` rows of ``d`` standard normal scores: one stratified set, rotated per row.
+
+    The ``d`` normal quantiles at ``(j + 1/2) / d``, shuffled once, then each row starts
+    at its own random position in that cycle: every row holds the same exact marginal
+    (a unit's posterior is represented without Monte Carlo noise in its moments), rows
+    are decorrelated across draws by their rotations, and it costs a copy rather than
+    ``n x d`` fresh normal draws (several times faster for 10,000 twins x 1,000 draws).
+    """
+    scores = special.ndtri((np.arange(d) + 0.5) / d)[rng.permutation(d)].astype(dtype)
+    cycle = np.concatenate([scores, scores[:-1]])
+    starts = rng.integers(0, d, size=n)
+    return np.lib.stride_tricks.sliding_window_view(cycle, d)[starts]
 
 
 def time_effect_draws(scale: NDArray, horizon: int, rng: np.random.Generator) -> NDArray:

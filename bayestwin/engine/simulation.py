@@ -383,12 +383,12 @@ class SimulationEngine:
             shifts = list(time_effect_draws(post.time_scale, horizon, rng))
         periods = []
         for shift in shifts:
-            offset = units
+            # the period shift is the same for every twin: it joins the intercepts
+            shifted = post
             if shift is not None:
-                step = shift[None, :].astype(self.dtype)
-                offset = units + step if units is not None else np.repeat(step, len(ids), 0)
+                shifted = dataclasses.replace(post, intercept=post.intercept + shift[:, None])
             arm = [
-                self._effects(post, target, twins, cfg, [level, *others], offset)
+                self._effects(shifted, target, twins, cfg, [level, *others], units)
                 for level, _ in cfg.intensity_levels
             ]
             periods.append(average_effect_draws(arm, [w for _, w in cfg.intensity_levels]))
