@@ -67,6 +67,7 @@ __all__ = [
     "panel_terms",
     "sampled_unit_term",
     "samples_units",
+    "scale_prior",
 ]
 
 
@@ -180,7 +181,14 @@ def add_panel_design(
 # -- the graph ---------------------------------------------------------------------------
 
 
-def _scale(pm: Any, name: str, mean: float) -> Any:
+def scale_prior(pm: Any, name: str, mean: float) -> Any:
+    """Boundary-avoiding prior for a hierarchical scale: ``Gamma(2, 2 / mean)``.
+
+    Its density is 0 at 0 and rises linearly, so the sampler does not fall into the
+    funnel at sigma -> 0 that half-normal scales open when there are few groups (three
+    intervention types, say); the mode is ``mean / 2`` and the prior still allows
+    strong pooling.
+    """
     return pm.Gamma(name, alpha=2.0, beta=2.0 / mean)
 
 
@@ -198,7 +206,7 @@ def panel_terms(pm: Any, d: dict[str, Any], pr: TwinPriors) -> Any:
         lam = pm.Normal("lambda_unit", 0.0, pr.mundlak_sd, dims="intervention_type")
         extra = extra + pt.dot(pt.as_tensor_variable(d["mundlak"]), lam)[d["unit"]]
     if choices.time and len(d["periods"]) > 1:
-        sigma_time = _scale(pm, "sigma_time", pr.time_sd)
+        sigma_time = scale_prior(pm, "sigma_time", pr.time_sd)
         z = pm.Normal("z_time", 0.0, 1.0, shape=len(d["periods"]) - 1)
         # b_t = -sigma * sum_{j >= t} z_j: a random walk that is 0 at the last period
         tail = pt.cumsum(z[::-1])[::-1]
@@ -221,7 +229,7 @@ def samples_units(spec: TwinModelSpec) -> bool:
 
 def sampled_unit_term(pm: Any, d: dict[str, Any], pr: TwinPriors) -> Any:
     """Sampled non-centred unit effects ``sigma_unit * z_unit[unit]`` of each cell."""
-    sigma_u = _scale(pm, "sigma_unit", pr.unit_sd)
+    sigma_u = scale_prior(pm, "sigma_unit", pr.unit_sd)
     z = pm.Normal("z_unit", 0.0, 1.0, shape=len(d["unit_ids"]))
     return sigma_u * z[d["unit"]]
 
@@ -236,7 +244,7 @@ def panel_likelihood(pm: Any, d: dict[str, Any], spec: TwinModelSpec, eta: Any) 
 
     unit, n_units = d["unit"], len(d["unit_ids"])
     total, count = d["total"], d["count"]
-    sigma_u = _scale(pm, "sigma_unit", spec.priors.unit_sd)
+    sigma_u = scale_prior(pm, "sigma_unit", spec.priors.unit_sd)
     fam = spec.family
     if fam == "gaussian":
         sigma = pm.HalfNormal("dispersion", spec.priors.dispersion_sd)

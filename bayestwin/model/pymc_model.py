@@ -71,6 +71,7 @@ from bayestwin.model.panel_terms import (
     panel_terms,
     sampled_unit_term,
     samples_units,
+    scale_prior,
 )
 from bayestwin.model.spec import TwinModelSpec, TwinPriors
 
@@ -292,17 +293,6 @@ def centred_effects(
 # -- the graph ---------------------------------------------------------------------------
 
 
-def _scale_prior(pm: Any, name: str, mean: float) -> Any:
-    """Boundary-avoiding prior for a hierarchical scale: ``Gamma(2, 2 / mean)``.
-
-    Its density is 0 at 0 and rises linearly, so the sampler does not fall into the
-    funnel at sigma -> 0 that half-normal scales open when there are few groups (three
-    intervention types, say); the mode is ``mean / 2`` and the prior still allows
-    strong pooling.
-    """
-    return pm.Gamma(name, alpha=2.0, beta=2.0 / mean)
-
-
 def _zero_sum(pm: Any, name: str, dims: tuple[str, ...], coords: dict[str, list[str]]) -> Any:
     """Standardised group deviations that sum to zero over the last dimension.
 
@@ -368,7 +358,7 @@ def _intercepts(pm: Any, d: dict[str, Any], pr: TwinPriors, coords: dict[str, li
     mu_a = pm.Normal("mu_a", d["center"], pr.intercept_sd)
     if len(coords["segment"]) < 2:
         return pm.Deterministic("a", mu_a * pt.ones(len(coords["segment"])), dims="segment")
-    sigma_a = _scale_prior(pm, "sigma_a", pr.segment_sd)
+    sigma_a = scale_prior(pm, "sigma_a", pr.segment_sd)
     if d["centred_intercepts"]:
         return pm.Normal("a", mu_a, sigma_a, dims="segment")
     z_a = _zero_sum(pm, "z_a", ("segment",), coords)
@@ -382,10 +372,10 @@ def _effects(pm: Any, d: dict[str, Any], pr: TwinPriors, coords: dict[str, list[
     ``tau[k, seg] = tau_type[k]``.
     """
     mu_tau = pm.Normal("mu_tau", 0.0, pr.effect_mean_sd)
-    sigma_type = _scale_prior(pm, "sigma_type", pr.effect_type_sd)
+    sigma_type = scale_prior(pm, "sigma_type", pr.effect_type_sd)
     one_segment = len(coords["segment"]) < 2
     if not one_segment:
-        sigma_seg = _scale_prior(pm, "sigma_seg", pr.effect_segment_sd)
+        sigma_seg = scale_prior(pm, "sigma_seg", pr.effect_segment_sd)
     centred_types, centred_cells = d["centred_effects"]
     if centred_types:
         tau_type = pm.Normal("tau_type", mu_tau, sigma_type, dims="intervention_type")
