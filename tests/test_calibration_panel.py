@@ -56,6 +56,9 @@ def test_each_kind_adds_its_process() -> None:
     assert configs["trend_season"].trend != 0.0 and configs["trend_season"].season_amplitude > 0
     assert 1.0 <= configs["hidden_timing_confounder"].timing_confounding <= 2.0
     assert configs["threshold_effect"].threshold_effect != 0.0
+    drift = configs["time_varying_confounder"]
+    assert drift.adoption == "staggered" and drift.unit_icc > 0
+    assert drift.unit_trend_sd > 0 and 1.0 <= drift.trend_confounding <= 2.0
     assert configs["heavy_tail"].family == "gaussian" and configs["heavy_tail"].noise_df
     two = configs["synthetic_default_two_types"]
     assert two.n_intervention_types == 2 and two.effect_means[0] > two.effect_means[1] > 0

@@ -218,6 +218,31 @@ def test_hidden_level_drives_adoption_and_timing() -> None:
     assert stats.spearmanr(u[ever], start[ever]).statistic < -0.3  # high level: earlier
 
 
+def test_hidden_rising_trend_drives_adoption_and_vanishes_at_the_horizon() -> None:
+    sd = _one_brand(
+        twin_type="patient",
+        n_units=3000,
+        n_periods=8,
+        unit_icc=0.3,
+        adoption="staggered",
+        unit_trend_sd=0.05,
+        trend_confounding=1.5,
+    )
+    truth = sd.truth
+    assert truth.unit_trends is not None
+    on = _treated(sd.data)
+    v = truth.unit_trends.loc[on.index].to_numpy()
+    ever = on.to_numpy().any(axis=1)
+    assert v[ever].mean() - v[~ever].mean() > 0.5 * 0.05  # rising units are the treated
+    # the drift is v_i * (t - T): zero at the horizon, -v_i * T in period 0
+    units = sd.population(sd.data["brand"].iloc[0]).head(50)
+    at_t = truth.linear_predictor(units, None, period=truth.horizon)
+    assert np.allclose(at_t, truth.linear_predictor(units, None))
+    first = truth.linear_predictor(units, None, period=0)
+    drift = truth.unit_trends.loc[units["unit_id"]].to_numpy()
+    assert np.allclose(first - at_t, -drift * truth.horizon)
+
+
 # -- the truth at the horizon --------------------------------------------------------------------
 
 
@@ -322,6 +347,8 @@ def test_student_t_noise_has_heavy_tails() -> None:
         ({"adoption": "staggered", "min_pre_periods": 4}, "min_pre_periods"),
         ({"timing_confounding": 1.0, "unit_icc": 0.3}, "timing_confounding"),
         ({"timing_confounding": 1.0, "adoption": "staggered"}, "timing_confounding"),
+        ({"trend_confounding": 1.0, "adoption": "staggered"}, "trend_confounding"),
+        ({"unit_trend_sd": -0.1}, "unit_trend_sd"),
         ({"noise_df": 3.0}, "noise_df"),
         ({"on_share": 0.0}, "on_share"),
         ({"season_length": 1}, "season_length"),
@@ -336,6 +363,7 @@ def test_panel_options_record_defaults() -> None:
     opts = PanelOptions()
     assert not opts.time_varying and opts.unit_sd("bernoulli", None) == 0.0
     assert PanelOptions(trend=0.1).time_varying and PanelOptions(adoption="on_off").time_varying
+    assert PanelOptions(unit_trend_sd=0.05).time_varying
 
 
 # -- the history's periods -----------------------------------------------------------------------

@@ -26,6 +26,11 @@ hcp/bernoulli, patient/poisson and territory/gaussian) and adds its kind's proce
 ``hidden_timing_confounder``
     ``staggered`` where units with a high hidden intercept are treated more often and
     earlier (``timing_confounding`` from 1 to 2: log-odds per sd of the intercept).
+``time_varying_confounder``
+    ``staggered`` where each unit's level drifts (a hidden slope of sd 0.03 to 0.06 per
+    period on the link scale; gaussian: half) and units whose level is rising are
+    treated more often (``trend_confounding`` from 1 to 2: log-odds per sd of the
+    slope). Out of the model's reach: neither unit nor period effects absorb it.
 ``threshold_effect``
     The base plus an effect shift of half to all of the family's largest effect, of
     either sign, for units above a cut (-0.5 to 0.5 sd) of the first numeric feature.
@@ -63,6 +68,7 @@ WORLD_KINDS: tuple[str, ...] = (
     "hidden_timing_confounder",
     "threshold_effect",
     "heavy_tail",
+    "time_varying_confounder",
 )
 #: The kinds whose histories have persistent unit heterogeneity.
 PANEL_KINDS: tuple[str, ...] = (
@@ -83,6 +89,7 @@ KIND_LABELS: dict[str, str] = {
     "hidden_timing_confounder": "treatment timing follows the unit's hidden level",
     "threshold_effect": "effect with a threshold in a feature",
     "heavy_tail": "gaussian outcome with Student-t noise",
+    "time_varying_confounder": "treatment follows the unit's hidden rising trend (out of reach)",
 }
 
 _FAMILIES: tuple[tuple[TwinType, Family], ...] = (
@@ -167,9 +174,9 @@ def _kind_process(world: WorldConfig, rng: np.random.Generator) -> WorldConfig:
     if kind == "synthetic_default_two_types":
         return _generator_defaults(world, rng)
     extra: dict[str, Any] = {}
-    if kind in PANEL_KINDS:
+    if kind in (*PANEL_KINDS, "time_varying_confounder"):
         extra["unit_icc"] = float(rng.uniform(0.2, 0.5))
-    if kind in ("staggered", "trend_season", "hidden_timing_confounder"):
+    if kind in ("staggered", "trend_season", "hidden_timing_confounder", "time_varying_confounder"):
         extra["adoption"] = "staggered"
     if kind == "on_off":
         extra["adoption"] = "on_off"
@@ -180,6 +187,10 @@ def _kind_process(world: WorldConfig, rng: np.random.Generator) -> WorldConfig:
         extra["season_amplitude"] = scale * float(rng.uniform(0.1, 0.2))
     if kind == "hidden_timing_confounder":
         extra["timing_confounding"] = float(rng.uniform(1.0, 2.0))
+    if kind == "time_varying_confounder":
+        scale = 0.5 if world.family == "gaussian" else 1.0
+        extra["unit_trend_sd"] = scale * float(rng.uniform(0.03, 0.06))
+        extra["trend_confounding"] = float(rng.uniform(1.0, 2.0))
     if kind == "threshold_effect":
         sign = 1.0 if rng.random() < 0.5 else -1.0
         hi = _EFFECT_RANGE[world.family][1]

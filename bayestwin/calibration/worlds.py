@@ -108,7 +108,7 @@ class WorldConfig:
         The world kind (:data:`bayestwin.calibration.kinds.WORLD_KINDS`); ``in_model``
         for the worlds of :func:`draw_world_configs`.
     unit_icc, adoption, min_pre_periods, trend, season_amplitude, timing_confounding, \
-threshold_effect, threshold_at, noise_df
+unit_trend_sd, trend_confounding, threshold_effect, threshold_at, noise_df
         The generator's panel options (:class:`bayestwin.synthetic.panel.PanelOptions`);
         their defaults leave them off.
     """
@@ -142,6 +142,8 @@ threshold_effect, threshold_at, noise_df
     trend: float = 0.0
     season_amplitude: float = 0.0
     timing_confounding: float = 0.0
+    unit_trend_sd: float = 0.0
+    trend_confounding: float = 0.0
     threshold_effect: float = 0.0
     threshold_at: float = 0.0
     noise_df: float | None = None
@@ -160,6 +162,8 @@ threshold_effect, threshold_at, noise_df
             "trend": self.trend,
             "season_amplitude": self.season_amplitude,
             "timing_confounding": self.timing_confounding,
+            "unit_trend_sd": self.unit_trend_sd,
+            "trend_confounding": self.trend_confounding,
             "threshold_effect": self.threshold_effect,
             "threshold_at": self.threshold_at,
             "noise_df": self.noise_df,

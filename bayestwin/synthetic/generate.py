@@ -95,6 +95,8 @@ class _Arguments:
     season_amplitude: float
     season_length: int
     timing_confounding: float
+    unit_trend_sd: float
+    trend_confounding: float
     threshold_effect: float
     threshold_at: float
     noise_df: float | None
@@ -248,7 +250,11 @@ def _draw_units(
 
 
 def _ground_truth(
-    a: _Arguments, lay: _Layout, brands: dict[str, BrandTruth], unit_effects: pd.Series | None
+    a: _Arguments,
+    lay: _Layout,
+    brands: dict[str, BrandTruth],
+    unit_effects: pd.Series | None,
+    unit_trends: pd.Series | None = None,
 ) -> GroundTruth:
     opts = a.panel()
     return GroundTruth(
@@ -268,6 +274,7 @@ def _ground_truth(
         n_periods=a.n_periods,
         unit_effects=unit_effects,
         unit_sd=opts.unit_sd(lay.family, lay.dispersion),
+        unit_trends=unit_trends,
         trend=opts.trend,
         season_amplitude=opts.season_amplitude,
         season_length=opts.season_length,
@@ -286,6 +293,17 @@ def _unit_effects(
         return None
     ids = np.concatenate([f["unit_id"].to_numpy(dtype=str) for f in frames])
     return pd.Series(rng.normal(0.0, sigma_u, len(ids)), index=pd.Index(ids, name="unit_id"))
+
+
+def _unit_trends(
+    a: _Arguments, frames: list[pd.DataFrame], rng: np.random.Generator
+) -> pd.Series | None:
+    """Each unit's hidden drift ``v_i ~ Normal(0, unit_trend_sd**2)`` (None without)."""
+    sd = a.panel().unit_trend_sd
+    if sd == 0.0:
+        return None
+    ids = np.concatenate([f["unit_id"].to_numpy(dtype=str) for f in frames])
+    return pd.Series(rng.normal(0.0, sd, len(ids)), index=pd.Index(ids, name="unit_id"))
 
 
 def _assign(
@@ -350,7 +368,9 @@ def _panel(
     rng, panel_rng = rngs
     opts = a.panel()
     level = truth.unit_level(units)[0] if truth.unit_effects is not None else None
-    itype, intensity, mu = _assign(a, lay, truth, units, rng, opts.adoption_logit(level))
+    drift = truth._drift(units) if truth.unit_trends is not None else None
+    extra_logit = opts.adoption_logit(level, drift)
+    itype, intensity, mu = _assign(a, lay, truth, units, rng, extra_logit)
     periods = a.n_periods
     panel = units.loc[units.index.repeat(periods)].reset_index(drop=True)
     panel.insert(2, "twin_type", lay.twin_type.value)
@@ -381,7 +401,8 @@ def _draw(a: _Arguments) -> SyntheticTwinData:
     for b_i, brand in enumerate(a.brands):
         brands[brand] = _draw_brand_truth(a, lay, rng)
         frames.append(_draw_units(a, lay, rng, b_i, brand))
-    truth = _ground_truth(a, lay, brands, _unit_effects(a, lay, frames, panel_rng))
+    unit_effects = _unit_effects(a, lay, frames, panel_rng)
+    truth = _ground_truth(a, lay, brands, unit_effects, _unit_trends(a, frames, panel_rng))
     rngs = (rng, panel_rng)
     data = pd.concat([_panel(a, lay, truth, u, rngs) for u in frames], ignore_index=True)
     for col in ("unit_id", "brand", "twin_type", "segment", *lay.categorical):
@@ -425,6 +446,8 @@ def generate_synthetic_twin_data(
     season_amplitude: float = 0.0,
     season_length: int = 4,
     timing_confounding: float = 0.0,
+    unit_trend_sd: float = 0.0,
+    trend_confounding: float = 0.0,
     threshold_effect: float = 0.0,
     threshold_at: float = 0.0,
     noise_df: float | None = None,
@@ -465,8 +488,9 @@ def generate_synthetic_twin_data(
     random_seed : int, optional
         Seed; the same seed gives the same data and truth.
     unit_icc, adoption, min_pre_periods, on_share, trend, season_amplitude, ... : optional
-        The panel options (also ``season_length``, ``timing_confounding``, ``threshold_*``,
-        ``noise_df``), all off by default: :class:`~bayestwin.synthetic.panel.PanelOptions`.
+        The panel options (also ``season_length``, ``timing_confounding``,
+        ``unit_trend_sd``, ``trend_confounding``, ``threshold_*``, ``noise_df``), all off
+        by default: :class:`~bayestwin.synthetic.panel.PanelOptions`.
 
     Returns
     -------

@@ -20,6 +20,13 @@ generator has always drawn (same seed, same bytes):
   ``-timing_confounding * u_i / sigma_u + Normal(0, 1)`` cut into equal-probability
   start periods). ``u_i`` is never a column of the history: a time-invariant hidden
   confounder.
+* **Timing that follows the unit's hidden trend** (``unit_trend_sd`` and
+  ``trend_confounding``, with staggered adoption): each unit's link-scale level drifts
+  by ``v_i ~ Normal(0, unit_trend_sd**2)`` per period, ``v_i * (t - T)`` at period ``t``
+  (``T`` the period after the history, where every unit is back at its own level), and
+  per sd of ``v_i`` the log-odds of ever being treated rise by ``trend_confounding``:
+  campaigns aimed at units whose level is rising. A hidden confounder that varies over
+  time, which neither unit nor period effects absorb.
 * **A threshold in the effect**: units whose first numeric feature, standardised, is
   above ``threshold_at`` get ``threshold_effect`` more effect (link scale).
 * **Heavy tails** (gaussian only): noise ``sigma * t(noise_df)`` instead of
@@ -107,6 +114,11 @@ class PanelOptions:
         Periods per seasonal cycle (>= 2).
     timing_confounding : float
         How strongly treatment (whether and when) follows the hidden unit level (>= 0).
+    unit_trend_sd : float
+        Link-scale sd of each unit's hidden drift per period (>= 0; gaussian: a share of
+        the outcome scale).
+    trend_confounding : float
+        How strongly treatment (whether) follows the hidden drift (>= 0).
     threshold_effect, threshold_at : float
         Extra effect above a cut of the first numeric feature (standardised).
     noise_df : float or None
@@ -121,6 +133,8 @@ class PanelOptions:
     season_amplitude: float = 0.0
     season_length: int = 4
     timing_confounding: float = 0.0
+    unit_trend_sd: float = 0.0
+    trend_confounding: float = 0.0
     threshold_effect: float = 0.0
     threshold_at: float = 0.0
     noise_df: float | None = None
@@ -128,7 +142,12 @@ class PanelOptions:
     @property
     def time_varying(self) -> bool:
         """Whether a unit's mean can change from period to period."""
-        return self.adoption != "fixed" or self.trend != 0.0 or self.season_amplitude != 0.0
+        return (
+            self.adoption != "fixed"
+            or self.trend != 0.0
+            or self.season_amplitude != 0.0
+            or self.unit_trend_sd != 0.0
+        )
 
     def check(self, family: Family, n_periods: int) -> None:
         """Refuse options that are out of range or do not fit the family and periods.
@@ -155,6 +174,13 @@ class PanelOptions:
             raise ValueError(f"timing_confounding must be >= 0, got {self.timing_confounding}")
         if self.timing_confounding > 0 and (self.adoption != "staggered" or self.unit_icc == 0):
             raise ValueError("timing_confounding needs adoption='staggered' and unit_icc > 0")
+        if self.unit_trend_sd < 0 or self.trend_confounding < 0:
+            raise ValueError(
+                f"unit_trend_sd and trend_confounding must be >= 0, got "
+                f"{self.unit_trend_sd} and {self.trend_confounding}"
+            )
+        if self.trend_confounding > 0 and (self.adoption != "staggered" or self.unit_trend_sd == 0):
+            raise ValueError("trend_confounding needs adoption='staggered' and unit_trend_sd > 0")
         if self.noise_df is not None and (family != "gaussian" or not self.noise_df > 1):
             raise ValueError("noise_df needs family 'gaussian' and a value > 1")
         for name in ("trend", "season_amplitude", "threshold_effect", "threshold_at"):
@@ -168,11 +194,25 @@ class PanelOptions:
         v = link_residual_variance(family, dispersion)
         return math.sqrt(self.unit_icc / (1.0 - self.unit_icc) * v)
 
-    def adoption_logit(self, unit_level: NDArray | None) -> NDArray | None:
-        """Extra log-odds of being treated per unit (None when treatment ignores ``u``)."""
-        if self.timing_confounding == 0.0 or unit_level is None:
-            return None
-        return self.timing_confounding * _standardised(unit_level)
+    def adoption_logit(
+        self, unit_level: NDArray | None, unit_trend: NDArray | None = None
+    ) -> NDArray | None:
+        """Extra log-odds of being treated per unit (None when treatment ignores both).
+
+        Parameters
+        ----------
+        unit_level : ndarray or None
+            The hidden unit intercepts ``u_i``.
+        unit_trend : ndarray or None
+            The hidden drifts ``v_i``.
+        """
+        out: NDArray | None = None
+        if self.timing_confounding > 0.0 and unit_level is not None:
+            out = self.timing_confounding * _standardised(unit_level)
+        if self.trend_confounding > 0.0 and unit_trend is not None:
+            extra = self.trend_confounding * _standardised(unit_trend)
+            out = extra if out is None else out + extra
+        return out
 
 
 def _standardised(u: NDArray) -> NDArray:

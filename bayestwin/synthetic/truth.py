@@ -87,7 +87,9 @@ class GroundTruth:
 
     The panel attributes (``n_periods`` onwards) default to a history without panel
     processes; see :mod:`bayestwin.synthetic.panel` for their meaning. ``unit_effects``
-    maps ``unit_id`` to the unit's link-scale intercept ``u_i`` (None: no unit effects).
+    maps ``unit_id`` to the unit's link-scale intercept ``u_i`` (None: no unit effects);
+    ``unit_trends`` maps it to the unit's hidden drift per period ``v_i``, which adds
+    ``v_i * (t - horizon)`` in period ``t`` (0 at the horizon; None: no drifts).
     """
 
     twin_type: TwinType
@@ -106,6 +108,7 @@ class GroundTruth:
     n_periods: int = 1
     unit_effects: pd.Series | None = None
     unit_sd: float = 0.0
+    unit_trends: pd.Series | None = None
     trend: float = 0.0
     season_amplitude: float = 0.0
     season_length: int = 4
@@ -230,7 +233,16 @@ class GroundTruth:
             eta = eta + self.unit_level(units)[0]
         if self._has_time_effect():
             eta = eta + self.time_effect(period)
+        if unit_effects and self.unit_trends is not None and period is not None and len(units):
+            eta = eta + self._drift(units) * (np.asarray(period, dtype=float) - self.horizon)
         return eta
+
+    def _drift(self, units: pd.DataFrame) -> NDArray:
+        """Each unit's hidden drift per period ``v_i`` (0 for units the truth lacks)."""
+        if self.unit_trends is None or "unit_id" not in units:
+            return np.zeros(len(units))
+        v = units["unit_id"].astype(str).map(self.unit_trends).to_numpy(dtype=float)
+        return np.where(np.isfinite(v), v, 0.0)
 
     def expected_outcome(
         self,
