@@ -16,6 +16,10 @@ renders the report again from the records already written.
 ``--kinds`` runs world kinds instead (:mod:`bayestwin.calibration.kinds`; ``all`` or a
 comma-separated list), ``--worlds-per-kind`` of each, reported per kind apart, for
 example ``--kinds all --worlds-per-kind 30 --units 1000,3000 --periods 8``.
+``--experiments 0,1,3`` runs every world once per number of real experiments drawn
+from its truth and given to the fit, reported as kinds ``<kind>+k<k>``
+(:mod:`bayestwin.calibration.loop`); ``--rehearsal`` rehearses every fit on its history
+and reports the placebo false-deploy rate beside the real one.
 ``--write-every N`` writes the report after every ``N`` worlds, so that a long run can
 be read while it goes.
 
@@ -100,6 +104,25 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="write the report after every N worlds (partial results of a long run)",
     )
+    p.add_argument(
+        "--experiments",
+        default="0",
+        help="numbers of real experiments each world is run with, comma-separated, e.g. "
+        "0,1,3 (bayestwin.calibration.loop): the same world once per number",
+    )
+    p.add_argument(
+        "--experiment-n",
+        type=int,
+        default=400,
+        help="units per arm of each real experiment drawn from a world's truth",
+    )
+    p.add_argument(
+        "--rehearsal",
+        action="store_true",
+        help="rehearse every fit on its history (placebo campaigns) and report the placebo "
+        "false-deploy rate beside the real one",
+    )
+    p.add_argument("--placebos", type=int, default=8, help="placebo types per rehearsal")
     p.add_argument("--first", type=int, default=None, help="run only the first N worlds")
     p.add_argument(
         "--report-only",
@@ -144,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_units=(lo, hi),
             n_periods=args.periods,
         )
+    ks = [int(v) for v in args.experiments.split(",") if v.strip()]
+    if ks != [0]:
+        from bayestwin.calibration.loop import with_experiments
+
+        configs = with_experiments(configs, ks)
     if args.first is not None:
         configs = configs[: args.first]
     workers = max(1, args.workers)
@@ -154,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cores=1 if workers > 1 else min(args.chains, os.cpu_count() or 1),
         twin_count=args.twins,
         baselines=not args.no_baselines,
+        rehearsal=args.rehearsal,
+        placebos=args.placebos,
+        experiment_n_per_arm=args.experiment_n,
     )
     start = time.perf_counter()
 

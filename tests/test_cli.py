@@ -52,7 +52,11 @@ def test_help_and_usage_errors() -> None:
 
 def test_db_upgrade_applies_each_migration_once(tmp_path: Path) -> None:
     code, out, _ = run("db", "upgrade", "--data-dir", str(tmp_path), "--json")
-    applied = ["011_digital_twin_tables.sql", "012_simulation_workers.sql"]
+    applied = [
+        "011_digital_twin_tables.sql",
+        "012_simulation_workers.sql",
+        "013_model_rehearsal.sql",
+    ]
     assert code == 0 and json.loads(out)["applied"] == applied
     assert (tmp_path / "bayestwin.db").exists()
     code, out, _ = run("db", "upgrade", "--data-dir", str(tmp_path))

@@ -441,7 +441,7 @@ def test_an_old_sqlite_database_gets_the_worker_columns(tmp_path: Path) -> None:
         assert upgrade(engine) == ["012_simulation_workers.sql"]
         columns = {c["name"] for c in sa.inspect(engine).get_columns("twin_simulations")}
         assert {"worker_id", "heartbeat_at"} <= columns
-        assert [m.version for m in applied_migrations(engine)] == ["011", "012"]
+        assert [m.version for m in applied_migrations(engine)] == ["011", "012", "013"]
     finally:
         engine.dispose()
 

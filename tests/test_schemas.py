@@ -19,6 +19,7 @@ from bayestwin.schemas import (
     HEAVY_FIELDS,
     DosePoint,
     EffectPrior,
+    ExperimentEvidence,
     ExperimentOutcome,
     FidelityResult,
     FitRequest,
@@ -27,6 +28,7 @@ from bayestwin.schemas import (
     NumericRange,
     Page,
     RegisterExperimentRequest,
+    RehearsalSummary,
     SampleSizeReport,
     SegmentEffect,
     SimilarSimulation,
@@ -161,6 +163,23 @@ sample_size_reports = st.fixed_dictionaries(
 )
 
 
+rehearsal_summaries = st.fixed_dictionaries(
+    {"placebos": counts, "warn_rate": prob},
+    optional={
+        "false_deploy_rate": opt(prob),
+        "false_deploy_ci_lower": opt(prob),
+        "false_deploy_ci_upper": opt(prob),
+        "skip_rate": opt(prob),
+        "zero_coverage": opt(prob),
+        "zero_coverage_80": opt(prob),
+        "nominal_false_deploy_rate": opt(prob),
+        "warning": opt(text),
+        "reason": opt(text),
+        "seed": opt(counts),
+    },
+)
+
+
 @st.composite
 def simulation_results(draw: st.DrawFn) -> dict[str, Any]:
     status = draw(st.sampled_from([s.value for s in SimulationStatus]))
@@ -198,6 +217,7 @@ def simulation_results(draw: st.DrawFn) -> dict[str, Any]:
         "sample_size": opt(sample_size_reports),
         "prior_estimate": opt(effect_priors),
         "eligible_population": opt(counts),
+        "rehearsal": opt(rehearsal_summaries),
         "population_sufficient": opt(st.booleans()),
         "ate_draws": opt(st.lists(finite, max_size=5)),
         "twin_unit_ids": opt(st.lists(text, max_size=3)),
@@ -307,7 +327,35 @@ pages = st.fixed_dictionaries(
     }
 )
 
+experiment_evidence = st.fixed_dictionaries(
+    {
+        "experiment_id": name,
+        "intervention_type": name,
+        "ate": finite,
+        "se": st.floats(1e-6, 1e6),
+        "unit_ids": st.lists(name, min_size=1, max_size=4),
+    },
+    optional={
+        "intensity": st.floats(1e-3, 1e3),
+        "intensity_mix": opt(
+            st.lists(intensity_shares, min_size=1, max_size=3, unique_by=lambda m: m["intensity"])
+        ),
+        "n_treatment": opt(positive),
+        "n_control": opt(positive),
+        "units": opt(
+            st.lists(
+                st.dictionaries(name, st.integers(-10, 10) | finite | text, max_size=3),
+                min_size=1,
+                max_size=3,
+            )
+        ),
+        "period": opt(st.integers(0, 10**6) | text),
+    },
+)
+
 STRATEGIES: dict[type[BaseModel], st.SearchStrategy[dict[str, Any]]] = {
+    ExperimentEvidence: experiment_evidence,
+    RehearsalSummary: rehearsal_summaries,
     NumericRange: numeric_ranges(),
     IntensityShare: intensity_shares,
     InterventionConfig: intervention_configs,

@@ -55,7 +55,14 @@ from bayestwin.core.families import Family
 from bayestwin.synthetic.catalog import DEFAULT_EFFECTS
 from bayestwin.vocabulary import TwinType
 
-__all__ = ["KIND_LABELS", "PANEL_KINDS", "WORLD_KINDS", "draw_kind_configs", "parse_kinds"]
+__all__ = [
+    "KIND_LABELS",
+    "PANEL_KINDS",
+    "WORLD_KINDS",
+    "draw_kind_configs",
+    "kind_label",
+    "parse_kinds",
+]
 
 #: The world kinds, in report order.
 WORLD_KINDS: tuple[str, ...] = (
@@ -91,6 +98,16 @@ KIND_LABELS: dict[str, str] = {
     "heavy_tail": "gaussian outcome with Student-t noise",
     "time_varying_confounder": "treatment follows the unit's hidden rising trend (out of reach)",
 }
+
+
+def kind_label(kind: str) -> str:
+    """The report's line for a kind, also for a copy with experiments (``"<kind>+k3"``)."""
+    base, sep, k = kind.partition("+k")
+    label = KIND_LABELS.get(base, base)
+    if sep and k.isdigit():
+        return f"{label}, then {k} real experiment{'s' if k != '1' else ''}"
+    return label
+
 
 _FAMILIES: tuple[tuple[TwinType, Family], ...] = (
     (TwinType.HCP, "bernoulli"),

@@ -93,7 +93,7 @@ def _intro(summary: Mapping[str, Any]) -> list[str]:
 
 def _kind_rows(block: Mapping[str, Any], part: str) -> list[str]:
     """One table row per kind: the twin model's figures over ``part`` of its records."""
-    from bayestwin.calibration.kinds import KIND_LABELS
+    from bayestwin.calibration.kinds import kind_label
 
     rows = []
     for kind, k in block.items():
@@ -106,7 +106,7 @@ def _kind_rows(block: Mapping[str, Any], part: str) -> list[str]:
             else f"{_fmt(gate['coverage'], digits=0)} ({gate['hits']}/{gate['n']})"
         )
         rows.append(
-            f"| {KIND_LABELS.get(kind, kind)} (`{kind}`) | {f['n']} | "
+            f"| {kind_label(kind)} (`{kind}`) | {f['n']} | "
             f"{_cov_cell(cov['0.95'])} | {_cov_cell(cov['0.8'])} | "
             f"{_fmt(f['median_rel_error'])} | {_fmt(f['sd_ratio'], pct=False, digits=2)} | "
             f"{_fmt(f['rms_z'], pct=False, digits=1)} | {gate_cell} | "
@@ -448,9 +448,42 @@ def _diagnostics_section(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _rehearsal_section(summary: Mapping[str, Any]) -> list[str]:
+    """The rehearsal's placebo false-deploy rate beside the real one."""
+    r = summary.get("rehearsal")
+    if not r:
+        return []
+
+    def cell(d: Mapping[str, Any]) -> str:
+        lo, hi = d["wilson_95"]
+        return f"{d['count']}/{d['n']} = {_fmt(d['rate'])} [{_fmt(lo)}, {_fmt(hi)}]"
+
+    flagged = r["flagged_share"]
+    return [
+        "## Rehearsal: placebo false deploys against real ones",
+        "",
+        f"Over {r['worlds']} rehearsed worlds (every kind). Placebo: deploy "
+        "recommendations among the placebo campaigns of each fit's rehearsal. Real: deploy "
+        f"recommendations among the (world, type) pairs whose true lift is below "
+        f"{_fmt(r['threshold'], digits=0)}. Brackets: 95% Wilson intervals.",
+        "",
+        "| | false deploys |",
+        "|---|---|",
+        f"| placebo (rehearsal) | {cell(r['placebo'])} |",
+        f"| real | {cell(r['real'])} |",
+        "",
+        f"Intervals overlap: {r['intervals_overlap']}. Worlds with a real false deploy: "
+        f"{r['worlds_with_real_false_deploys']}; flagged by their rehearsal (placebo rate "
+        f"above {_fmt(r['warn_rate'], digits=0)}): {r['flagged']}"
+        + (f" ({_fmt(flagged, digits=0)})." if flagged is not None else "."),
+        "",
+    ]
+
+
 _SECTIONS: tuple[Callable[[Mapping[str, Any]], list[str]], ...] = (
     _intro,
     _kind_section,
+    _rehearsal_section,
     _acceptance_section,
     _methods_section,
     _decision_section,

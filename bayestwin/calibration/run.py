@@ -29,6 +29,7 @@ from bayestwin.calibration.baselines import (
     no_pooling_glm,
     unit_data,
 )
+from bayestwin.calibration.loop import draw_experiments, rehearsal_fields
 from bayestwin.calibration.pool import quiet_process, run_in_processes
 from bayestwin.calibration.records import (
     Baselines,
@@ -47,6 +48,7 @@ from bayestwin.synthetic import SyntheticTwinData
 if TYPE_CHECKING:
     from distributed import Client
 
+    from bayestwin.engine.simulation import SimulationEngine
     from bayestwin.model.fitted import FittedTwinModel
     from bayestwin.schemas import SimulationResult
 
@@ -167,7 +169,11 @@ def _fit(
     numeric: list[str],
     world: dict[str, Any],
 ) -> FittedTwinModel:
-    """Fit the twin model on the world's history (diagnostics recorded, not enforced)."""
+    """Fit the twin model on the world's history (diagnostics recorded, not enforced).
+
+    A world with ``experiments > 0`` first runs them on its truth and gives them to
+    the fit (:func:`bayestwin.calibration.loop.draw_experiments`).
+    """
     from bayestwin.model.fit import TwinGenerator
     from bayestwin.model.spec import SamplerSettings, default_spec
 
@@ -186,10 +192,15 @@ def _fit(
             random_seed=config.seed,
         ),
     )
+    experiments = draw_experiments(config, run, sd, BRAND) if config.experiments else []
     t_fit = time.perf_counter()
-    model = TwinGenerator(spec).fit(sd.data, keep_trace=False, override_diagnostics=True)
+    model = TwinGenerator(spec).fit(
+        sd.data, experiments=experiments, keep_trace=False, override_diagnostics=True
+    )
     diag = model.diagnostics
     world.update(
+        experiments_used=len(experiments),
+        experiment_types=",".join(e.intervention_type for e in experiments),
         fit_seconds=time.perf_counter() - t_fit,
         diagnostics_passed=diag.passed,
         max_r_hat=diag.max_r_hat,
@@ -279,14 +290,18 @@ def _world_sample(
     )
 
 
+def _engine(settings: Settings) -> SimulationEngine:
+    """The simulation engine with the settings' thresholds and limits."""
+    from bayestwin.engine.simulation import EngineSettings, SimulationEngine
+
+    return SimulationEngine(**{f.name: getattr(settings, f.name) for f in fields(EngineSettings)})
+
+
 def _simulate(
     model: FittedTwinModel, types: list[str], run: RunSettings, seed: int, settings: Settings
 ) -> dict[str, SimulationResult]:
     """Simulate every type on the same twins (one seed), at the run's intensity."""
-    from bayestwin.engine.simulation import EngineSettings, SimulationEngine
-
-    # the engine's thresholds and limits are the settings' values
-    engine = SimulationEngine(**{f.name: getattr(settings, f.name) for f in fields(EngineSettings)})
+    engine = _engine(settings)
     return {
         kind: engine.simulate(
             model,
@@ -316,6 +331,8 @@ def _run_world(
     types = [k for k in sd.truth.intervention_types if k in known]
     world["types_unknown_to_model"] = len(sd.truth.intervention_types) - len(types)
     settings = Settings()
+    if run.rehearsal and not config.experiments:
+        world.update(rehearsal_fields(model, sd.data, run, config.seed, _engine(settings)))
     sims = _simulate(model, types, run, config.seed, settings)
     twin_ids = np.asarray(sims[types[0]].twin_unit_ids)
     twins = sd.population(BRAND).set_index("unit_id").loc[twin_ids].reset_index()

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from bayestwin.calibration.loop import rehearsal_agreement
 from bayestwin.calibration.run import CalibrationRun
 from bayestwin.calibration.stats import SBC_DRAWS, coverage_summary, rank_uniformity
 from bayestwin.calibration.worlds import ASSIGNMENTS, Assignment
@@ -387,11 +388,15 @@ def summarize(run: CalibrationRun) -> dict[str, Any]:
         ``sample_size``, ``sbc``, ``diagnostics``. Groups are the assignments
         ``random``, ``confounded_observed`` and ``confounded_hidden``. With world
         kinds, ``by_kind`` too (:func:`by_kind`), and the rest reads the ``in_model``
-        worlds only.
+        worlds only. Where worlds were rehearsed, ``rehearsal``
+        (:func:`~bayestwin.calibration.loop.rehearsal_agreement`, over every kind).
     """
     eff = with_assignment(run.effects)
     worlds = with_assignment(run.worlds)
     out: dict[str, Any] = {"meta": _meta(run, worlds)}
+    rehearsal = rehearsal_agreement(worlds, eff) if not worlds.empty else None
+    if rehearsal is not None:
+        out["rehearsal"] = rehearsal
     if "kind" in worlds and not worlds.empty:
         out["by_kind"] = by_kind(eff, worlds)
         if worlds["kind"].nunique() > 1:

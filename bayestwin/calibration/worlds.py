@@ -111,6 +111,9 @@ class WorldConfig:
 unit_trend_sd, trend_confounding, threshold_effect, threshold_at, noise_df
         The generator's panel options (:class:`bayestwin.synthetic.panel.PanelOptions`);
         their defaults leave them off.
+    experiments : int
+        Real experiments drawn from the world's truth and given to the fit
+        (:mod:`bayestwin.calibration.loop`); 0: the history alone.
     """
 
     world_id: int
@@ -147,6 +150,7 @@ unit_trend_sd, trend_confounding, threshold_effect, threshold_at, noise_df
     threshold_effect: float = 0.0
     threshold_at: float = 0.0
     noise_df: float | None = None
+    experiments: int = 0
 
     @property
     def treatment_fixed(self) -> bool:
@@ -430,6 +434,15 @@ class RunSettings:
         Intensity simulated (and whose effect the baselines estimate).
     baselines : bool
         Run the baselines.
+    rehearsal : bool
+        Rehearse the fit of every world without experiments on its own history
+        (placebo campaigns, :func:`bayestwin.engine.rehearsal.rehearse`) and record the
+        placebos' false-deploy rate with the world.
+    placebos : int
+        Placebo types of each rehearsal.
+    experiment_n_per_arm : int
+        Units per arm of each real experiment a world with ``experiments > 0`` draws
+        from its truth (:mod:`bayestwin.calibration.loop`).
     """
 
     draws: int = 500
@@ -439,3 +452,6 @@ class RunSettings:
     twin_count: int = 2000
     intensity: float = 1.0
     baselines: bool = True
+    rehearsal: bool = False
+    placebos: int = 8
+    experiment_n_per_arm: int = 400

@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
 from bayestwin.cli.text import (
+    fit_rehearsal_text,
     models_text,
     print_json,
     simulation_text,
@@ -215,6 +216,7 @@ def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for flag in ("scheduler", "workers"):
         if getattr(args, flag, None) is not None:
             raise InvalidInputError(f"--{flag} goes with --all", field=flag)
+    with_experiments = bool(getattr(args, "with_experiments", False))
     FitRequest.model_validate(
         {
             "brand": args.brand,
@@ -241,7 +243,8 @@ def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             brand=args.brand,
             twin_type=twin_type,
             family=args.family,
-            **features,
+            numeric_features=features["numeric_features"],
+            categorical_features=features["categorical_features"],
             sampler={
                 "draws": args.draws,
                 "tune": args.tune,
@@ -250,6 +253,7 @@ def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 "random_seed": args.seed,
                 "progressbar": False,
             },
+            with_experiments=with_experiments,
             activate=not args.no_activate,
             override_diagnostics=args.override_diagnostics,
             model_name=args.name,
@@ -263,6 +267,14 @@ def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"  diagnostics: {info.diagnostics_reason}\n")
     else:
         out.write("  diagnostics passed\n")
+    used = (info.training_config.get("provenance") or {}).get("experiments") or {}
+    count = int(used.get("count", 0))
+    if with_experiments or count:
+        ids = ", ".join(used.get("ids", [])[:5]) + (" ..." if count > 5 else "")
+        out.write(f"  experiments used: {count}" + (f" ({ids})" if count else "") + "\n")
+    rehearsal = fit_rehearsal_text(info, service.settings.rehearsal_warn_rate)
+    if rehearsal:
+        out.write(rehearsal + "\n")
     return 0
 
 
@@ -281,6 +293,11 @@ def _fit_all(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             )
     if args.name is not None:
         raise InvalidInputError("--name names one model; it does not go with --all", field="name")
+    if getattr(args, "with_experiments", False):
+        raise InvalidInputError(
+            "--with-experiments fits one (brand, twin type); it does not go with --all",
+            field="with_experiments",
+        )
     _SEED.validate_python(args.seed)
     path = Path(args.history)
     if not path.exists():

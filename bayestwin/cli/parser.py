@@ -79,6 +79,12 @@ def _add_fit_and_activate(add: Adder) -> None:
         action="store_true",
         help="let a model that failed the diagnostics gate serve",
     )
+    p.add_argument(
+        "--with-experiments",
+        action="store_true",
+        help="fit the validated real experiments of the brand and twin type as evidence "
+        "(not with --all)",
+    )
     p = add("activate", commands.cmd_activate, "make a registered model the active one")
     p.add_argument("model_id")
 

@@ -8,10 +8,17 @@ from typing import Any, TextIO
 from pydantic import BaseModel
 
 from bayestwin.demo import fmt_count, fmt_number, indent, text_table
-from bayestwin.schemas import FidelityResult, SampleSizeReport, SimulationResult, TwinModelInfo
+from bayestwin.schemas import (
+    FidelityResult,
+    RehearsalSummary,
+    SampleSizeReport,
+    SimulationResult,
+    TwinModelInfo,
+)
 from bayestwin.vocabulary import SimulationStatus
 
 __all__ = [
+    "fit_rehearsal_text",
     "models_text",
     "print_json",
     "simulation_text",
@@ -80,6 +87,8 @@ def simulation_text(sim: SimulationResult) -> str:
         lines.append(f"  - {tip}")
     if sim.fidelity_warning:
         lines.append(f"  FIDELITY WARNING: {sim.fidelity_warning_reason}")
+    if sim.rehearsal is not None:
+        lines.extend(_rehearsal_lines(sim.rehearsal))
     if sim.segment_effects:
         rows = [
             [
@@ -93,6 +102,84 @@ def simulation_text(sim: SimulationResult) -> str:
         ]
         lines.append(indent(text_table(rows, ["segment", "twins", "ATE", "lift", "P(>thr)"])))
     return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _rehearsal_line(
+    placebos: int,
+    rate: float | None,
+    interval: tuple[float, float] | None,
+    coverage: float | None,
+    coverage_80: float | None,
+) -> str:
+    deploys = "n/a" if rate is None else str(round(rate * placebos))
+    bracket = "" if interval is None else f", 95% interval {interval[0]:.0%} to {interval[1]:.0%}"
+    return (
+        f"  rehearsal: {deploys} of {placebos} placebo campaigns recommended deploy "
+        f"(false-deploy rate {_pct(rate)}{bracket}); zero inside the 95% interval "
+        f"{_pct(coverage)}, the 80% interval {_pct(coverage_80)}"
+    )
+
+
+def _rehearsal_lines(rehearsal: RehearsalSummary) -> list[str]:
+    """A simulation's rehearsal: its rates, and its warning when it has one."""
+    if rehearsal.reason is not None:
+        return [f"  rehearsal not run: {rehearsal.reason}"]
+    lo, hi = rehearsal.false_deploy_ci_lower, rehearsal.false_deploy_ci_upper
+    lines = [
+        _rehearsal_line(
+            rehearsal.placebos,
+            rehearsal.false_deploy_rate,
+            None if lo is None or hi is None else (lo, hi),
+            rehearsal.zero_coverage,
+            rehearsal.zero_coverage_80,
+        )
+    ]
+    if rehearsal.warning:
+        lines.append(f"  REHEARSAL WARNING: {rehearsal.warning}")
+    return lines
+
+
+def fit_rehearsal_text(info: TwinModelInfo, warn_rate: float) -> str | None:
+    """The rehearsal a fit ran, as ``fit`` prints it (None when the fit ran none).
+
+    Parameters
+    ----------
+    info : TwinModelInfo
+        The registered row; its ``performance_metrics`` hold the rehearsal record.
+    warn_rate : float
+        The setting ``rehearsal_warn_rate``: above it the text warns.
+
+    Returns
+    -------
+    str or None
+        One line with the false-deploy rate, its interval and the coverage of zero,
+        and a warning line when the rate is above ``warn_rate``; or the reason no
+        placebo ran.
+    """
+    record = info.performance_metrics.get("rehearsal")
+    if not isinstance(record, dict):
+        return None
+    if record.get("reason"):
+        return f"  rehearsal not run: {record['reason']}"
+    rate = record.get("false_deploy_rate")
+    ci = record.get("false_deploy_ci")
+    line = _rehearsal_line(
+        int(record.get("placebos") or 0),
+        rate,
+        None if not ci else (float(ci[0]), float(ci[1])),
+        record.get("zero_coverage"),
+        record.get("zero_coverage_80"),
+    )
+    if rate is not None and rate > warn_rate:
+        line += (
+            f"\n  REHEARSAL WARNING: false-deploy rate {rate:.0%} is above "
+            f"rehearsal_warn_rate {warn_rate:.0%}; treat a deploy recommendation with caution"
+        )
+    return line
 
 
 def validation_text(val: FidelityResult) -> str:

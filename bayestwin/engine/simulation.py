@@ -70,6 +70,7 @@ from bayestwin.core.effects import (
 from bayestwin.core.effects_summary import EffectSummary, default_dose_grid, summarise_effects
 from bayestwin.core.population import TwinSample, draw_twins
 from bayestwin.core.posterior import TwinPosterior
+from bayestwin.core.rehearsal import rehearsal_summary
 from bayestwin.core.unit_effects import time_effect_draws
 from bayestwin.engine.population import TargetPopulation, resolve_population
 from bayestwin.engine.requests import CheckedRequest, check_request
@@ -104,6 +105,8 @@ class EngineSettings:
         Units per vectorised chunk.
     horizon : int
         Periods after the history that a panel model's ATE is averaged over (>= 1).
+    rehearsal_warn_rate : float
+        Rehearsal false-deploy rate above which a result's ``rehearsal`` warns.
     """
 
     min_effect_threshold: float = 0.05
@@ -114,9 +117,12 @@ class EngineSettings:
     max_twin_count: int = 50_000
     batch_size: int = 1000
     horizon: int = 1
+    rehearsal_warn_rate: float = 0.05
 
     def __post_init__(self) -> None:
         _ = self.rule  # checks the thresholds
+        if not 0.0 <= self.rehearsal_warn_rate <= 1.0:
+            raise ValueError(f"rehearsal_warn_rate must be in [0, 1]: {self.rehearsal_warn_rate}")
         for name in ("default_twin_count", "max_twin_count", "batch_size", "horizon"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -176,6 +182,8 @@ class SimulationEngine:
         Units per vectorised chunk.
     horizon : int
         Default periods after the history a panel model's ATE is for.
+    rehearsal_warn_rate : float
+        The model's rehearsal warns on a result above this false-deploy rate.
     dtype : numpy floating type
         Working precision of the vectorised core (float32 by default; see
         :mod:`bayestwin.core.effects`).
@@ -206,6 +214,7 @@ class SimulationEngine:
         max_twin_count: int = EngineSettings.max_twin_count,
         batch_size: int = EngineSettings.batch_size,
         horizon: int = EngineSettings.horizon,
+        rehearsal_warn_rate: float = EngineSettings.rehearsal_warn_rate,
         dtype: type[np.floating] = np.float32,
         blas_threads: int | None = 1,
         threads: int | None = None,
@@ -219,6 +228,7 @@ class SimulationEngine:
             max_twin_count=max_twin_count,
             batch_size=batch_size,
             horizon=horizon,
+            rehearsal_warn_rate=rehearsal_warn_rate,
         )
         if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
@@ -298,7 +308,9 @@ class SimulationEngine:
         Returns
         -------
         SimulationResult
-            Status ``completed``; ``model_id`` None (the service sets the row's).
+            Status ``completed``; ``model_id`` None (the service sets the row's);
+            ``rehearsal`` the model's placebo rehearsal, warning above
+            ``rehearsal_warn_rate``.
 
         Raises
         ------
@@ -336,6 +348,7 @@ class SimulationEngine:
             "experiment_design_id": experiment_design_id,
             "execution_time_ms": int(round((time.perf_counter() - start) * 1000.0)),
             "horizon": h if model.posterior.time_scale is not None else None,
+            "rehearsal": rehearsal_summary(model.rehearsal, st.rehearsal_warn_rate),
         }
         return self._result(model, checked, twins, summary, seed, confidence_level, extra)
 

@@ -6,7 +6,8 @@ its diagnostics (:mod:`bayestwin.model.diagnostics`) and returns the posterior a
 arrays with the population and the provenance (:mod:`bayestwin.model.io`). nutpie, the
 default backend, is called directly with its compiled numba model; numpyro and PyMC's
 own NUTS go through ``pm.sample``. :func:`fit_all` fits every (brand, twin type) of a
-history.
+history. Real experiments given to :meth:`TwinGenerator.fit` join the likelihood
+(:mod:`bayestwin.model.experiment_terms`).
 
 Reproducibility: with the nutpie backend, a fit with a ``random_seed`` gives
 bit-identical posterior draws for the same history and spec, on the same machine and
@@ -19,7 +20,7 @@ other draws; ``random_seed=None`` draws a fresh seed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,15 +29,22 @@ import pandas as pd
 from bayestwin.core.posterior import FeatureEncoder, SegmentHyper, TwinPosterior
 from bayestwin.errors import InvalidInputError
 from bayestwin.model.diagnostics import compute_diagnostics
+from bayestwin.model.experiment_terms import experiment_designs, experiments_provenance
 from bayestwin.model.fitted import FittedTwinModel
 from bayestwin.model.history import check_history, latest_population
 from bayestwin.model.io import provenance
 from bayestwin.model.pymc_model import build_design, build_pymc_model
 from bayestwin.model.spec import SamplerSettings, TwinModelSpec
 from bayestwin.model.unit_posterior import unit_effects_from_trace
+from bayestwin.schemas import ExperimentEvidence
 from bayestwin.vocabulary import TwinType
 
-__all__ = ["REPRODUCIBLE_FLAGS", "TwinGenerator", "fit_all"]
+__all__ = ["EXPERIMENTS_KEY", "REPRODUCIBLE_FLAGS", "TwinGenerator", "fit_all"]
+
+#: The provenance key of the real experiments a fit used (count, ids, hash). The
+#: experiments are data, like the history (whose hash the provenance keeps too), so the
+#: spec and its hash do not change: a saved model's spec must hash to its recorded hash.
+EXPERIMENTS_KEY = "experiments"
 
 #: pytensor settings in force while a model is compiled and sampled. With fast-math on
 #: (pytensor's default), LLVM may reassociate and contract floating-point operations
@@ -60,13 +68,17 @@ class TwinGenerator:
     def __init__(self, spec: TwinModelSpec) -> None:
         self.spec = spec
 
-    def build_model(self, history: pd.DataFrame) -> Any:
+    def build_model(
+        self, history: pd.DataFrame, *, experiments: Sequence[ExperimentEvidence] = ()
+    ) -> Any:
         """Return the PyMC model for ``history`` (validated), without sampling.
 
         Parameters
         ----------
         history : DataFrame
             One row per unit and period; see :class:`TwinModelSpec`.
+        experiments : sequence of ExperimentEvidence
+            Real experiments, as in :meth:`fit`.
 
         Returns
         -------
@@ -74,12 +86,26 @@ class TwinGenerator:
             The model.
         """
         df = check_history(history, self.spec)
-        return build_pymc_model(build_design(df, self.spec), self.spec)
+        return build_pymc_model(self._design(df, experiments), self.spec)
+
+    def _design(
+        self, df: pd.DataFrame, experiments: Sequence[ExperimentEvidence]
+    ) -> dict[str, Any]:
+        """The history's design, with the experiments' arrays when there are any."""
+        d = build_design(df, self.spec)
+        if isinstance(experiments, ExperimentEvidence) or not isinstance(experiments, Sequence):
+            raise InvalidInputError(
+                "experiments must be a sequence of ExperimentEvidence", field="experiments"
+            )
+        if experiments:
+            d["experiments"] = experiment_designs(experiments, df, self.spec, d)
+        return d
 
     def fit(
         self,
         history: pd.DataFrame,
         *,
+        experiments: Sequence[ExperimentEvidence] = (),
         override_diagnostics: bool = False,
         keep_trace: bool = True,
     ) -> FittedTwinModel:
@@ -89,6 +115,12 @@ class TwinGenerator:
         ----------
         history : DataFrame
             One row per unit and period (see :class:`TwinModelSpec` for the columns).
+        experiments : sequence of ExperimentEvidence
+            Real experiments of this brand and twin type: each adds an observation of
+            the model's ATE over its population, and the history gets its own bias
+            term (:mod:`bayestwin.model.experiment_terms`). Empty (the default): the
+            model is exactly the history's. The fitted model's provenance records
+            them under ``"experiments"`` (count, ids, hash).
         override_diagnostics : bool
             Let the model serve even if it fails the diagnostics gate.
         keep_trace : bool
@@ -103,11 +135,13 @@ class TwinGenerator:
         Raises
         ------
         InvalidInputError
-            Code ``"invalid_history"`` if the history cannot be fitted.
+            Code ``"invalid_history"`` if the history cannot be fitted; field
+            ``experiments[i].<name>`` if an experiment does not fit the history
+            (:func:`~bayestwin.model.experiment_terms.experiment_designs`).
         """
         spec = self.spec
         df = check_history(history, spec)
-        d = build_design(df, spec)
+        d = self._design(df, experiments)
         model = build_pymc_model(d, spec)
         t0 = time.perf_counter()
         trace = _sample(model, spec.sampler)
@@ -120,13 +154,16 @@ class TwinGenerator:
             diagnostics=compute_diagnostics(trace, spec.thresholds),
             spec_hash=spec.spec_hash(),
             spec=spec.model_dump(mode="json"),
-            provenance=provenance(
-                df,
-                spec.sampler,
-                fit_seconds=fit_seconds,
-                n_rows=d["n_rows"],
-                n_likelihood_rows=len(d["total"]),
-            ),
+            provenance={
+                **provenance(
+                    df,
+                    spec.sampler,
+                    fit_seconds=fit_seconds,
+                    n_rows=d["n_rows"],
+                    n_likelihood_rows=len(d["total"]),
+                ),
+                EXPERIMENTS_KEY: experiments_provenance(experiments),
+            },
             trace=trace if keep_trace else None,
             override_diagnostics=override_diagnostics,
             max_intensity=float(df[spec.intensity_column].max()),
@@ -196,10 +233,13 @@ def _posterior_arrays(trace: Any, d: dict[str, Any], family: str) -> TwinPosteri
     extra = {name: _flat(post, name) for name in optional if name in post}
     units = None
     if d["choices"].units:
+        tau_history = _flat(post, "tau")
+        if "history_bias" in post:  # the history's rows saw tau + bias
+            tau_history = tau_history + _flat(post, "history_bias")[:, :, None]
         arrays = {
             "a": _flat(post, "a"),
             "beta": beta,
-            "tau": _flat(post, "tau"),
+            "tau": tau_history,
             "gamma": gamma,
             "dose_rate": _flat(post, "dose_rate"),
             **extra,

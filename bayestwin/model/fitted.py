@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from bayestwin.core.posterior import TwinPosterior
+from bayestwin.core.rehearsal import Rehearsal
 from bayestwin.errors import NotFitError
 from bayestwin.vocabulary import TwinType
 
@@ -90,6 +91,10 @@ class FittedTwinModel:
         requests refuse intensities far above it
         (:data:`~bayestwin.engine.requests.INTENSITY_RANGE_FACTOR`). None when unknown
         (a model built by hand, or saved before it was recorded).
+    rehearsal : Rehearsal, optional
+        The placebo campaigns run on the model's own history after the fit, and how
+        its simulations judged them (:mod:`bayestwin.engine.rehearsal`). None when no
+        rehearsal ran (or the model was saved before they were recorded).
     """
 
     brand: str
@@ -103,6 +108,7 @@ class FittedTwinModel:
     trace: Any = None
     override_diagnostics: bool = False
     max_intensity: float | None = None
+    rehearsal: Rehearsal | None = None
 
     @property
     def fit_for_use(self) -> bool:

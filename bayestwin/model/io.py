@@ -3,9 +3,9 @@
 A saved model is a directory: ``posterior.npz`` (the arrays), ``trace.nc`` (the full
 ``DataTree``, when kept), ``population.parquet``, ``spec.json`` and ``metadata.json``
 (format version, bayestwin version, spec hash, encoder, diagnostics, provenance, the
-history's largest intensity). ``max_intensity`` is optional on reading: metadata written
-without it loads with ``max_intensity=None`` (no intensity range check), so adding it
-did not change the format version.
+history's largest intensity, the rehearsal). ``max_intensity`` and ``rehearsal`` are
+optional on reading: metadata written without them loads with ``None`` (no intensity
+range check, no rehearsal), so adding them did not change the format version.
 :func:`load_model` refuses a directory written in another format, by another bayestwin
 version, or whose spec does not hash to its recorded spec hash.
 """
@@ -25,6 +25,7 @@ import pandas as pd
 
 from bayestwin._version import __version__
 from bayestwin.core.posterior import FeatureEncoder, SegmentHyper, TwinPosterior
+from bayestwin.core.rehearsal import Rehearsal
 from bayestwin.core.unit_effects import UnitEffects
 from bayestwin.errors import UnavailableError
 from bayestwin.model.fitted import Diagnostics, FittedTwinModel
@@ -181,6 +182,7 @@ def save_model(model: FittedTwinModel, path: str | os.PathLike[str]) -> Path:
         "provenance": model.provenance,
         "override_diagnostics": model.override_diagnostics,
         "max_intensity": model.max_intensity,
+        "rehearsal": None if model.rehearsal is None else model.rehearsal.to_dict(),
     }
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     tmp.rename(target)
@@ -241,6 +243,12 @@ def _max_intensity(meta: dict[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
+def _rehearsal(meta: dict[str, Any]) -> Rehearsal | None:
+    """The recorded rehearsal; None in metadata written without one."""
+    value = meta.get("rehearsal")
+    return None if value is None else Rehearsal.from_dict(value)
+
+
 def load_model(path: str | os.PathLike[str], *, load_trace: bool = False) -> FittedTwinModel:
     """Load a model written by :func:`save_model`.
 
@@ -294,4 +302,5 @@ def load_model(path: str | os.PathLike[str], *, load_trace: bool = False) -> Fit
         trace=trace,
         override_diagnostics=bool(meta.get("override_diagnostics", False)),
         max_intensity=_max_intensity(meta),
+        rehearsal=_rehearsal(meta),
     )

@@ -311,6 +311,12 @@ def _zero_sum(pm: Any, name: str, dims: tuple[str, ...], coords: dict[str, list[
 def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec) -> Any:
     """Return the PyMC model of the design ``d`` (from :func:`build_design`).
 
+    With real experiments in the design (``d["experiments"]``, from
+    :func:`bayestwin.model.experiment_terms.experiment_designs`), the history's rows
+    see the effects plus the history's bias, ``tau + history_bias``, and each
+    experiment adds an observation of the model's ATE over its population
+    (:mod:`bayestwin.model.experiment_terms`); without them the graph has neither.
+
     Parameters
     ----------
     d : dict
@@ -325,6 +331,8 @@ def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec) -> Any:
     """
     import pymc as pm
 
+    from bayestwin.model.experiment_terms import experiment_likelihood, history_bias
+
     enc: FeatureEncoder = d["encoder"]
     coords = {
         "segment": list(enc.segments),
@@ -337,13 +345,17 @@ def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec) -> Any:
         a = _intercepts(pm, d, pr, coords)
         beta = pm.Normal("beta", 0.0, pr.beta_sd, dims="feature")
         tau = _effects(pm, d, pr, coords)
-        eta = _linear_predictor(pm, d, pr, a, beta, tau) + panel_terms(pm, d, pr)
+        experiments = d.get("experiments")
+        tau_history = tau + history_bias(pm, pr, coords)[:, None] if experiments else tau
+        eta = _linear_predictor(pm, d, pr, a, beta, tau_history) + panel_terms(pm, d, pr)
         if d["choices"].units and not samples_units(spec):
             panel_likelihood(pm, d, spec, eta)
         else:
             if d["choices"].units:
                 eta = eta + sampled_unit_term(pm, d, pr)
             _likelihood(pm, d, spec, eta)
+        if experiments:
+            experiment_likelihood(pm, model, d, spec, a, beta, tau)
     return model
 
 
@@ -401,7 +413,9 @@ def _linear_predictor(
 ) -> Any:
     """``eta``: intercepts and features, plus the dosed effect on treated rows.
 
-    Creates the interactions ``gamma`` and the dose-response rate on the way.
+    Creates the interactions ``gamma`` and the dose-response rate on the way. A design
+    with the block layout (``d["blocks"]``, :mod:`bayestwin.model.panel_terms`) gets
+    one ``eta`` per block of a unit's cells sharing a design, shape (units, Q).
     """
     import pytensor.tensor as pt
 
@@ -416,19 +430,22 @@ def _linear_predictor(
         pm.Beta("dose_jump", pr.dose_jump_alpha, pr.dose_jump_beta) if d["choices"].jump else None
     )
 
-    x = pt.as_tensor_variable(d["x"])
-    eta = a[d["seg"]] + (x @ beta if d["x"].shape[1] else 0.0)
-    rows = np.flatnonzero(d["treated"] > 0)
+    src = d.get("blocks", d)
+    x = pt.as_tensor_variable(src["x"])
+    eta = a[src["seg"]] + (x @ beta if src["x"].shape[1] else 0.0)
+    rows = np.flatnonzero(src["treated"] > 0)
     if rows.size:
-        k = d["k"][rows]
-        s = d["intensity"][rows]
+        k = src["k"][rows]
+        s = src["intensity"][rows]
         g = pt.expm1(-rate * s) / pt.expm1(-rate)
         if jump is not None:
             g = pt.where(s > 0, jump + (1.0 - jump) * g, 0.0)
-        het = tau[k, d["seg"][rows]]
-        if d["z"].shape[1]:
-            het = het + (gamma[k] * d["z"][rows]).sum(axis=1)
+        het = tau[k, src["seg"][rows]]
+        if src["z"].shape[1]:
+            het = het + (gamma[k] * src["z"][rows]).sum(axis=1)
         eta = pt.inc_subtensor(eta[rows], g * het)
+    if "blocks" in d:
+        return eta.reshape(d["blocks"]["shape"][:2])
     return eta
 
 

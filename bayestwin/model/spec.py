@@ -36,7 +36,19 @@ IMPLICIT_SEGMENT = "all"
 class TwinPriors(BaseModel):
     """Scales of the weakly-informative priors (link scale; gaussian: standardised).
 
-    Every scale is the standard deviation of a normal or half-normal prior.
+    Every scale is the standard deviation of a normal or half-normal prior, or the
+    mean of a boundary-avoiding gamma prior.
+
+    The history-bias priors act only in a fit with real experiments
+    (:mod:`bayestwin.model.experiment_terms`): the history's rows see
+    ``tau[k, seg] + bias[k]``, the experiments ``tau[k, seg]``, with
+    ``bias[k] = mu_bias + sigma_bias * z_bias[k]``. ``bias_mean_sd = 1.0`` is two
+    thirds of ``effect_mean_sd``: hidden confounding as large as a typical effect
+    (flipping or doubling it) costs the prior little, so a randomised experiment
+    overrules the history, while a bias of several logits (which no real confounder
+    makes) stays unlikely. ``bias_type_sd = 0.3`` equals ``effect_type_sd``: the bias
+    is assumed to differ across intervention types as much as their effects do, so an
+    experiment on one type corrects the others through ``mu_bias``, not fully.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -67,6 +79,19 @@ class TwinPriors(BaseModel):
     )
     mundlak_sd: float = Field(
         1.0, gt=0, description="lambda ~ Normal(0, .): unit effect on treatment history"
+    )
+    bias_mean_sd: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "mu_bias ~ Normal(0, .): the history's bias of the effects (link scale), "
+            "in a fit with real experiments only"
+        ),
+    )
+    bias_type_sd: float = Field(
+        0.3,
+        gt=0,
+        description="sigma_bias ~ Gamma(2, 2 / .): spread of the bias across types",
     )
 
 

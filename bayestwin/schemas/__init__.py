@@ -17,6 +17,7 @@ other. Every schema is importable from ``bayestwin.schemas``; the bounds from
 from bayestwin.schemas._base import utcnow
 from bayestwin.schemas.records import Page, TwinModelInfo
 from bayestwin.schemas.requests import (
+    ExperimentEvidence,
     ExperimentOutcome,
     FitRequest,
     IntensityShare,
@@ -34,6 +35,7 @@ from bayestwin.schemas.results import (
     DosePoint,
     EffectPrior,
     FidelityResult,
+    RehearsalSummary,
     SampleSizeReport,
     SegmentEffect,
     SimilarSimulation,
@@ -44,6 +46,7 @@ __all__ = [
     "HEAVY_FIELDS",
     "DosePoint",
     "EffectPrior",
+    "ExperimentEvidence",
     "ExperimentOutcome",
     "FidelityResult",
     "FitRequest",
@@ -53,6 +56,7 @@ __all__ = [
     "Page",
     "RandomSeed",
     "RegisterExperimentRequest",
+    "RehearsalSummary",
     "SampleSizeReport",
     "SegmentEffect",
     "SimilarSimulation",

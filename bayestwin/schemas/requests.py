@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from bayestwin.schemas._base import Schema
 from bayestwin.schemas.limits import (
@@ -30,6 +30,7 @@ from bayestwin.schemas.limits import (
 from bayestwin.vocabulary import TwinType
 
 __all__ = [
+    "ExperimentEvidence",
     "ExperimentOutcome",
     "FitRequest",
     "IntensityShare",
@@ -270,6 +271,106 @@ class RegisterExperimentRequest(Schema):
 
     actual_experiment_id: ExternalId
     outcome: ExperimentOutcome
+
+
+#: Most units an experiment's population may list (ids or rows).
+MAX_EXPERIMENT_UNITS = 1_000_000
+
+UnitRow = dict[str, str | int | float]
+"""One unit of an experiment's population: its id, segment and features."""
+
+
+class ExperimentEvidence(Schema):
+    """One real, randomised experiment, used as evidence in a fit.
+
+    The fit adds ``ate ~ Normal(ATE(theta; population, config), se)``: the model's own
+    ATE of the intervention over the experiment's population (see
+    :mod:`bayestwin.model.experiment_terms`). The population is ``unit_ids`` (units of
+    the history fitted), ``units`` (rows with the model's segment and feature columns,
+    and ``unit_id`` optionally: any units, as ``simulate(population=...)`` takes), or
+    both. What needs the history (the intervention type is one of its types, the ids
+    are its units, the rows have its columns) is checked when the fit starts.
+    Immutable.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    experiment_id: ExternalId = Field(..., description="The real experiment's id.")
+    intervention_type: InterventionType = Field(
+        ..., description="The intervention tested: one of the history's types."
+    )
+    intensity: float = Field(1.0, strict=True, gt=0.0, description="Dose of the treated arm (> 0).")
+    intensity_mix: tuple[IntensityShare, ...] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_INTENSITY_MIX,
+        description="A treated arm of mixed intensities; then 'intensity' is its mean.",
+    )
+    ate: float = Field(
+        ...,
+        strict=True,
+        description="Observed ATE on the outcome scale: mean treated - mean control.",
+    )
+    se: float = Field(..., strict=True, gt=0.0, description="Standard error of 'ate' (> 0).")
+    n_treatment: int | None = Field(None, strict=True, gt=0, le=MAX_INTEGER)
+    n_control: int | None = Field(None, strict=True, gt=0, le=MAX_INTEGER)
+    unit_ids: (
+        tuple[Annotated[str, Field(min_length=1, max_length=EXTERNAL_ID_LENGTH)], ...] | None
+    ) = Field(
+        None,
+        min_length=1,
+        max_length=MAX_EXPERIMENT_UNITS,
+        description="Units of the fitted history the experiment ran on.",
+    )
+    units: tuple[UnitRow, ...] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_EXPERIMENT_UNITS,
+        description=(
+            "Rows of the units the experiment ran on (a DataFrame is taken too): the "
+            "model's segment and feature columns, and 'unit_id' optionally."
+        ),
+    )
+    period: str | int | float | None = Field(
+        None,
+        description=(
+            "The history period the experiment ran in (a model with period effects "
+            "uses that period's level); None or a later period: the last period's."
+        ),
+    )
+
+    @field_validator("units", mode="before")
+    @classmethod
+    def _frame_rows(cls, value: Any) -> Any:
+        """A DataFrame becomes its rows (no pandas import: the schemas stay light)."""
+        to_dict = getattr(value, "to_dict", None)
+        if callable(to_dict) and hasattr(value, "columns"):
+            return tuple(to_dict(orient="records"))
+        return value
+
+    @model_validator(mode="after")
+    def _population_and_mix(self) -> Self:
+        if self.unit_ids is None and self.units is None:
+            raise ValueError(
+                "the experiment's population is empty: give unit_ids (units of the "
+                "history) and/or units (rows with their features)"
+            )
+        if self.intensity_mix is not None:
+            levels = [m.intensity for m in self.intensity_mix]
+            if len(set(levels)) != len(levels):
+                raise ValueError("intensity_mix lists an intensity more than once")
+            total = sum(m.weight for m in self.intensity_mix)
+            mean = sum(m.intensity * m.weight for m in self.intensity_mix) / total
+            object.__setattr__(self, "intensity", float(mean))
+        return self
+
+    @property
+    def intensity_levels(self) -> list[tuple[float, float]]:
+        """``(intensity, weight)`` pairs of the treated arm, weights summing to 1."""
+        if self.intensity_mix is None:
+            return [(self.intensity, 1.0)]
+        total = sum(m.weight for m in self.intensity_mix)
+        return [(m.intensity, m.weight / total) for m in self.intensity_mix]
 
 
 class FitRequest(Schema):

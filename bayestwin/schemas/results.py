@@ -40,6 +40,7 @@ __all__ = [
     "DosePoint",
     "EffectPrior",
     "FidelityResult",
+    "RehearsalSummary",
     "SampleSizeReport",
     "SegmentEffect",
     "SimilarSimulation",
@@ -128,6 +129,48 @@ class SampleSizeReport(Schema):
         return data
 
 
+class RehearsalSummary(Schema):
+    """The model's rehearsal as a simulation shows it: placebo campaigns, true effect zero.
+
+    At fit time the model ran ``placebos`` placebo intervention types on its own
+    history (random untreated units, or fake start periods before the real ones) and
+    simulated each as this simulation was run, with the same decision rule.
+    """
+
+    placebos: int = Field(..., ge=0, description="Placebo types simulated (K); 0 with a reason.")
+    false_deploy_rate: float | None = Field(
+        None, ge=0.0, le=1.0, description='Share of placebos recommended "deploy".'
+    )
+    false_deploy_ci_lower: float | None = Field(None, ge=0.0, le=1.0)
+    false_deploy_ci_upper: float | None = Field(
+        None, ge=0.0, le=1.0, description="95% Wilson interval of the false-deploy rate."
+    )
+    skip_rate: float | None = Field(
+        None, ge=0.0, le=1.0, description='Share of placebos recommended "skip".'
+    )
+    zero_coverage: float | None = Field(
+        None, ge=0.0, le=1.0, description="Share of placebos whose 95% interval holds 0."
+    )
+    zero_coverage_80: float | None = Field(
+        None, ge=0.0, le=1.0, description="Share of placebos whose 80% interval holds 0."
+    )
+    nominal_false_deploy_rate: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="The false-deploy rate a calibrated posterior of the same width would "
+        "show (bayestwin.core.rehearsal.null_deploy_probability).",
+    )
+    warn_rate: float = Field(
+        ..., ge=0.0, le=1.0, description="The setting rehearsal_warn_rate it is judged by."
+    )
+    warning: str | None = Field(None, description="Set when false_deploy_rate is above warn_rate.")
+    reason: str | None = Field(
+        None, description="Why no placebo ran (too few untreated rows or units)."
+    )
+    seed: int | None = Field(None, ge=0)
+
+
 class SimulationResult(Schema):
     """Result of one simulation: spec 6.1 and every column of ``twin_simulations``."""
 
@@ -185,6 +228,11 @@ class SimulationResult(Schema):
         ge=1,
         description="Periods after the history the ATE is averaged over (a model with "
         "time effects); None for a model without them.",
+    )
+    rehearsal: RehearsalSummary | None = Field(
+        None,
+        description="The model's placebo rehearsal at fit time (false-deploy rate, coverage "
+        "of zero); None for a model fitted without one.",
     )
     ate_draws: list[float] | None = Field(
         None, description="Posterior draws of the population ATE (for fidelity checks)."

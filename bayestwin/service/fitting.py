@@ -26,7 +26,7 @@ from bayestwin.errors import InvalidInputError, from_validation_error
 from bayestwin.model.fit import TwinGenerator
 from bayestwin.model.fit import fit_all as fit_each
 from bayestwin.model.spec import SamplerSettings, TwinModelSpec, default_spec
-from bayestwin.schemas import TwinModelInfo
+from bayestwin.schemas import ExperimentEvidence, TwinModelInfo
 from bayestwin.service.distributed import (
     FIT_KEY,
     FitAllResult,
@@ -39,8 +39,9 @@ from bayestwin.service.distributed import (
     fit_task,
     on_done,
 )
+from bayestwin.service.evidence import EvidenceMixin
 from bayestwin.service.histories import history_combinations, parquet_features, read_history
-from bayestwin.service.models import ModelsMixin
+from bayestwin.service.rehearsals import rehearse_for_service
 from bayestwin.synthetic import DEFAULT_FAMILY
 from bayestwin.vocabulary import TwinType
 
@@ -151,7 +152,7 @@ def history_spec(
         raise from_validation_error(exc, what="model spec") from None
 
 
-class FittingMixin(ModelsMixin):
+class FittingMixin(EvidenceMixin):
     """Fit models and register them (see :class:`~bayestwin.service.TwinService`)."""
 
     def fit(
@@ -159,6 +160,8 @@ class FittingMixin(ModelsMixin):
         history: pd.DataFrame,
         spec: TwinModelSpec,
         *,
+        experiments: Sequence[ExperimentEvidence] | None = None,
+        with_experiments: bool = False,
         activate: bool = True,
         override_diagnostics: bool = False,
         model_name: str | None = None,
@@ -171,6 +174,13 @@ class FittingMixin(ModelsMixin):
             One row per unit and period (see :class:`~bayestwin.model.spec.TwinModelSpec`).
         spec : TwinModelSpec
             What to fit, with its sampler settings.
+        experiments : sequence of ExperimentEvidence, optional
+            Real experiments to fit as evidence
+            (:mod:`bayestwin.model.experiment_terms`).
+        with_experiments : bool
+            Add the stored validated experiments of the spec's brand and twin type
+            (:meth:`experiments_for`) to ``experiments``. The registered row's
+            ``training_config["provenance"]["experiments"]`` says which were used.
         activate : bool
             Make it the active model of its (brand, twin type).
         override_diagnostics : bool
@@ -183,7 +193,15 @@ class FittingMixin(ModelsMixin):
         TwinModelInfo
             The registered model row.
         """
-        fitted = TwinGenerator(spec).fit(history, override_diagnostics=override_diagnostics)
+        evidence = list(experiments or ())
+        if with_experiments:
+            given = {e.experiment_id for e in evidence}
+            stored = self.experiments_for(spec.brand, spec.twin_type)
+            evidence += [e for e in stored if e.experiment_id not in given]
+        fitted = TwinGenerator(spec).fit(
+            history, experiments=evidence, override_diagnostics=override_diagnostics
+        )
+        fitted = rehearse_for_service(self, fitted, history)
         return self.register(
             fitted,
             activate=activate,
@@ -201,6 +219,8 @@ class FittingMixin(ModelsMixin):
         numeric_features: Sequence[str] | None = None,
         categorical_features: Sequence[str] | None = None,
         sampler: Mapping[str, Any] | None = None,
+        experiments: Sequence[ExperimentEvidence] | None = None,
+        with_experiments: bool = False,
         activate: bool = True,
         override_diagnostics: bool = False,
         model_name: str | None = None,
@@ -225,7 +245,7 @@ class FittingMixin(ModelsMixin):
         sampler : mapping, optional
             :class:`~bayestwin.model.spec.SamplerSettings` fields (``draws``, ``tune``,
             ``chains``, ``cores``, ``random_seed``, ``progressbar``...).
-        activate, override_diagnostics, model_name
+        experiments, with_experiments, activate, override_diagnostics, model_name
             As in :meth:`fit`.
 
         Returns
@@ -253,6 +273,8 @@ class FittingMixin(ModelsMixin):
         return self.fit(
             history,
             spec,
+            experiments=experiments,
+            with_experiments=with_experiments,
             activate=activate,
             override_diagnostics=override_diagnostics,
             model_name=model_name,
@@ -407,6 +429,7 @@ class FittingMixin(ModelsMixin):
                     model = dataclasses.replace(
                         model, provenance={**model.provenance, FIT_KEY: todo[brand]}
                     )
+                model = rehearse_for_service(self, model, rows)
                 info = self.register(
                     model, activate=activate, override_diagnostics=override_diagnostics
                 )

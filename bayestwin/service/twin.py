@@ -22,6 +22,7 @@ from bayestwin.service.fitting import FittingMixin
 from bayestwin.service.heartbeat import Heartbeat, worker_token
 from bayestwin.service.jobs import JobRunner
 from bayestwin.service.registry import MlflowRegistry
+from bayestwin.service.rehearsals import RehearsalsMixin
 from bayestwin.service.simulations import SimulationsMixin
 from bayestwin.service.validations import ValidationsMixin
 from bayestwin.settings import Settings, load_settings
@@ -48,7 +49,7 @@ def _engine(settings: Settings) -> SimulationEngine:
     return SimulationEngine(**{f.name: getattr(settings, f.name) for f in fields(EngineSettings)})
 
 
-class TwinService(FittingMixin, SimulationsMixin, ValidationsMixin):
+class TwinService(FittingMixin, SimulationsMixin, ValidationsMixin, RehearsalsMixin):
     """Fit, register, activate, simulate and validate twin models.
 
     Parameters

@@ -146,6 +146,23 @@ class Settings(BaseSettings):
     power_alpha: float = Field(0.05, gt=0.0, lt=1.0)
     power_target: float = Field(0.80, gt=0.0, lt=1.0)
     min_validations_for_score: int = Field(3, gt=0)
+    rehearsal: bool = Field(
+        True,
+        description=(
+            "Run the placebo rehearsal after every fit the service registers "
+            "(bayestwin.engine.rehearsal): its false-deploy rate is stored with the model "
+            "and shown on every simulation."
+        ),
+    )
+    rehearsal_placebos: int = Field(
+        8, ge=1, le=64, description="Placebo intervention types of a rehearsal (K)."
+    )
+    rehearsal_warn_rate: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description=("Rehearsal false-deploy rate above which simulations of the model warn."),
+    )
 
     # -- storage ---------------------------------------------------------------------
     database_url: str | None = None
@@ -225,7 +242,15 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "simulation_timeout_seconds",
         "batch_size",
     ),
-    "statistics": ("power_alpha", "power_target", "min_validations_for_score", "horizon"),
+    "statistics": (
+        "power_alpha",
+        "power_target",
+        "min_validations_for_score",
+        "horizon",
+        "rehearsal",
+        "rehearsal_placebos",
+        "rehearsal_warn_rate",
+    ),
     "storage": ("database_url", "mlflow_tracking_uri", "data_dir"),
     "compute": ("dask_scheduler",),
     "api": ("api_key",),

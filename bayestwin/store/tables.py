@@ -1,11 +1,11 @@
-"""SQLAlchemy ORM mirror of the SQL migrations in ``migrations/`` (011, 012).
+"""SQLAlchemy ORM mirror of the SQL migrations in ``migrations/`` (011 to 013).
 
-The SQL files (``011_digital_twin_tables.sql``, ``012_simulation_workers.sql``) are
-the schema users run on PostgreSQL; these classes describe the same tables for the ORM
-and build them on SQLite (``metadata.create_all``). The migration test
-(``tests/test_store_migration.py``) applies the SQL to an empty PostgreSQL and proves,
-by reflection, that tables, columns, types, nullability, server defaults, enums, keys,
-checks and indexes equal this module.
+The SQL files (``011_digital_twin_tables.sql``, ``012_simulation_workers.sql``,
+``013_model_rehearsal.sql``) are the schema users run on PostgreSQL; these classes
+describe the same tables for the ORM and build them on SQLite (``metadata.create_all``).
+The migration test (``tests/test_store_migration.py``) applies the SQL to an empty
+PostgreSQL and proves, by reflection, that tables, columns, types, nullability, server
+defaults, enums, keys, checks and indexes equal this module.
 
 Portable types: JSONB and ``TEXT[]`` on PostgreSQL become JSON on SQLite; UUIDs are
 native on PostgreSQL and 32-character strings on SQLite; timestamps are stored in UTC
@@ -219,6 +219,14 @@ class DigitalTwinModel(Base):
     fit_for_use: Mapped[bool] = mapped_column(sa.Boolean(), server_default=sa.true())
     diagnostics_reason: Mapped[str | None] = mapped_column(sa.Text())
     artifact_uri: Mapped[str | None] = mapped_column(sa.Text())
+    rehearsal_false_deploy_rate: Mapped[float | None] = mapped_column(sa.Double())
+    """Share of the fit-time placebo campaigns recommended "deploy"; migration 013."""
+    rehearsal_zero_coverage: Mapped[float | None] = mapped_column(sa.Double())
+    """Share of the placebos whose 95% interval holds zero; migration 013."""
+    rehearsal_placebos: Mapped[int | None] = mapped_column(sa.Integer())
+    """Placebos simulated (K); migration 013."""
+    rehearsal_reason: Mapped[str | None] = mapped_column(sa.Text())
+    """Why no placebo ran (too few untreated rows or units); migration 013."""
 
     __table_args__ = (
         sa.UniqueConstraint("model_name", "model_version"),

@@ -2,8 +2,9 @@
 
 * :func:`fit_params`: the spec and sampler settings, flattened with dots, and the data
   sizes;
-* :func:`fit_metrics`: the diagnostics, the fit time, and LOO when the trace holds a
-  ``log_likelihood`` group;
+* :func:`fit_metrics`: the diagnostics, the fit time, LOO when the trace holds a
+  ``log_likelihood`` group, and the rehearsal's rates when the fit ran one
+  (:func:`rehearsal_record`);
 * :func:`owner_tags` and :func:`run_tags`: who the run belongs to and how it went, and
   :func:`ensure_registered_model`: the registered model, tagged with its owner;
 * :func:`twin_signature` and :func:`input_example`: the pyfunc's columns;
@@ -52,6 +53,7 @@ __all__ = [
     "log_run",
     "owner_tags",
     "param_value",
+    "rehearsal_record",
     "requirements",
     "row_metrics",
     "run_tags",
@@ -147,7 +149,11 @@ def fit_metrics(model: FittedTwinModel) -> dict[str, float]:
         ``max_r_hat``, ``min_ess_bulk``, ``min_ess_tail``, ``divergences``,
         ``min_bfmi``, ``diagnostics_passed`` (1 or 0) and ``fit_seconds``; with
         ``loo_elpd``, ``loo_se``, ``loo_p`` and ``loo_max_pareto_k`` when the trace
-        has a ``log_likelihood`` group. Values that are not finite are left out.
+        has a ``log_likelihood`` group; ``rehearsal_false_deploy_rate``,
+        ``rehearsal_zero_coverage``, ``rehearsal_zero_coverage_80``,
+        ``rehearsal_skip_rate`` and ``rehearsal_placebos`` when the model ran a
+        rehearsal that simulated its placebos. Values that are not finite (or not
+        measured) are left out.
     """
     diag = model.diagnostics
     metrics: dict[str, float] = {
@@ -161,7 +167,48 @@ def fit_metrics(model: FittedTwinModel) -> dict[str, float]:
     if "fit_seconds" in model.provenance:
         metrics["fit_seconds"] = float(model.provenance["fit_seconds"])
     metrics.update(_loo_metrics(model.trace))
+    record = rehearsal_record(model)
+    if record is not None and record["placebos"]:
+        for key in ("false_deploy_rate", "zero_coverage", "zero_coverage_80", "skip_rate"):
+            metrics[f"rehearsal_{key}"] = record[key]
+        metrics["rehearsal_placebos"] = float(record["placebos"])
     return {key: float(v) for key, v in metrics.items() if math.isfinite(float(v))}
+
+
+def rehearsal_record(model: FittedTwinModel) -> dict[str, Any] | None:
+    """What the run and the row keep of the model's rehearsal (None without one).
+
+    Parameters
+    ----------
+    model : FittedTwinModel
+        The fitted model.
+
+    Returns
+    -------
+    dict or None
+        ``placebos`` (simulated), ``false_deploy_rate`` with its 95% Wilson interval
+        ``false_deploy_ci``, ``skip_rate``, ``zero_coverage`` (95%),
+        ``zero_coverage_80``, ``nominal_false_deploy_rate``, ``reason``, ``seed``,
+        ``seconds`` and ``fit_passed`` (the placebo refit's diagnostics); rates are
+        None when no placebo ran.
+    """
+    rehearsal = model.rehearsal
+    if rehearsal is None:
+        return None
+    interval = rehearsal.false_deploy_interval
+    return {
+        "placebos": rehearsal.n,
+        "false_deploy_rate": rehearsal.false_deploy_rate,
+        "false_deploy_ci": None if interval is None else list(interval),
+        "skip_rate": rehearsal.skip_rate,
+        "zero_coverage": rehearsal.zero_coverage,
+        "zero_coverage_80": rehearsal.zero_coverage_80,
+        "nominal_false_deploy_rate": rehearsal.nominal_false_deploy_rate,
+        "reason": rehearsal.reason,
+        "seed": rehearsal.seed,
+        "seconds": rehearsal.seconds,
+        "fit_passed": rehearsal.fit_passed,
+    }
 
 
 def owner_tags(model: FittedTwinModel) -> dict[str, str]:
@@ -238,7 +285,11 @@ def diagnostics_reason(model: FittedTwinModel) -> str | None:
 
 
 def row_metrics(model: FittedTwinModel, run_metrics: Mapping[str, float] | None) -> Any:
-    """The row's ``performance_metrics``: the run's metrics, the diagnostics, the sizes."""
+    """The row's ``performance_metrics``: the run's metrics, the diagnostics, the sizes.
+
+    With a rehearsal, ``"rehearsal"`` holds :func:`rehearsal_record`; the repository
+    copies its rates into the row's ``rehearsal_*`` columns.
+    """
     prov = model.provenance
     metrics: dict[str, Any] = dict(run_metrics or {})
     metrics.update(
@@ -251,6 +302,9 @@ def row_metrics(model: FittedTwinModel, run_metrics: Mapping[str, float] | None)
         n_units=len(model.population),
         n_draws=model.posterior.n_draws,
     )
+    record = rehearsal_record(model)
+    if record is not None:
+        metrics["rehearsal"] = record
     return json_safe(metrics)
 
 

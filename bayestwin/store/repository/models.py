@@ -1,8 +1,16 @@
-"""The repository's model rows: register, read, list, activate, score."""
+"""The repository's model rows: register, read, list, activate, score.
+
+A row's ``rehearsal_*`` columns (migration 013) are copied, when it is registered, from
+the rehearsal record its ``performance_metrics`` hold under ``"rehearsal"``
+(:func:`bayestwin.store.mlflow.fit_record.rehearsal_record`), and read back by
+:meth:`ModelRecords.get_model_rehearsal`.
+"""
 
 from __future__ import annotations
 
+import math
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -21,7 +29,50 @@ from bayestwin.store.repository.rows import (
 from bayestwin.store.tables import DigitalTwinModel
 from bayestwin.vocabulary import TwinType
 
-__all__ = ["ModelRecords"]
+__all__ = ["REHEARSAL_COLUMNS", "ModelRecords", "rehearsal_columns"]
+
+REHEARSAL_COLUMNS = {
+    "rehearsal_false_deploy_rate": "false_deploy_rate",
+    "rehearsal_zero_coverage": "zero_coverage",
+    "rehearsal_placebos": "placebos",
+    "rehearsal_reason": "reason",
+}
+"""The row's rehearsal columns and the keys of the rehearsal record they hold."""
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def rehearsal_columns(performance_metrics: dict[str, Any]) -> dict[str, Any]:
+    """The ``rehearsal_*`` column values of a row, from its performance metrics.
+
+    Parameters
+    ----------
+    performance_metrics : dict
+        The row's metrics; a rehearsal record under ``"rehearsal"``, when the model ran
+        one.
+
+    Returns
+    -------
+    dict
+        Every column of :data:`REHEARSAL_COLUMNS`: None without a record, and for a
+        value it lacks or that is not a finite number (the reason: not a string).
+    """
+    record = performance_metrics.get("rehearsal")
+    if not isinstance(record, dict):
+        return dict.fromkeys(REHEARSAL_COLUMNS)
+    rate, coverage = _number(record.get("false_deploy_rate")), _number(record.get("zero_coverage"))
+    placebos = _number(record.get("placebos"))
+    reason = record.get("reason")
+    return {
+        "rehearsal_false_deploy_rate": rate,
+        "rehearsal_zero_coverage": coverage,
+        "rehearsal_placebos": None if placebos is None else int(placebos),
+        "rehearsal_reason": reason if isinstance(reason, str) else None,
+    }
 
 
 def _lock_pair(session: Session, brand: str, twin_type: TwinType) -> None:
@@ -78,6 +129,7 @@ def _insert_model(
     data = info.model_dump(mode="python")
     data.update(json_fields(info, {"training_config", "performance_metrics"}))
     data["is_active"] = active
+    data.update(rehearsal_columns(data["performance_metrics"]))
     row = DigitalTwinModel(**data)
     session.add(row)
     reload(session, row)
@@ -284,6 +336,32 @@ class ModelRecords(RepositoryBase):
             code="no_active_model",
             field="brand",
         )
+
+    def get_model_rehearsal(self, model_id: uuid.UUID | str) -> dict[str, Any]:
+        """Return a model row's rehearsal columns.
+
+        Parameters
+        ----------
+        model_id : UUID or str
+            The row.
+
+        Returns
+        -------
+        dict
+            ``{column: value}`` for every column of :data:`REHEARSAL_COLUMNS` (None
+            when the model ran no rehearsal).
+
+        Raises
+        ------
+        NotFoundError
+            If no model has this id.
+        """
+        key = as_uuid(model_id, "model_id")
+        with self._read() as session:
+            row = session.get(DigitalTwinModel, key)
+            if row is None:
+                not_found("model", key)
+            return {name: getattr(row, name) for name in REHEARSAL_COLUMNS}
 
     def update_fidelity_score(
         self, model_id: uuid.UUID | str, score: float | None

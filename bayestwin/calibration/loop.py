@@ -1,0 +1,259 @@
+"""The learning loop in the calibration session: real experiments and rehearsals.
+
+Two questions the loop must answer on worlds with a known truth:
+
+**Do real experiments correct the twin?** :func:`with_experiments` copies each world
+for every ``k`` of a series (``0, 1, 3``): the same seed, so the same history and
+truth, now followed by ``k`` real experiments. :func:`draw_experiments` runs them on
+the truth: experiment ``j`` tests intervention type ``(primary + j) mod n_types`` at
+the run's intensity on ``2 * n_per_arm`` history units drawn without replacement and
+split at random into two arms; its ATE is the difference of the arms' sampled means,
+its SE the usual two-sample one, its population the units of both arms. The fit gets
+them as :class:`~bayestwin.schemas.ExperimentEvidence`, and every type is simulated
+and graded against the truth as in any world. A world copy with ``k`` experiments has
+the kind ``"<kind>+k<k>"`` and the world id ``world_id + 100000 * k``.
+
+**Does the rehearsal predict real false deploys?** With ``RunSettings.rehearsal`` the
+fit is rehearsed on its own history (:func:`bayestwin.engine.rehearsal.rehearse`) and
+the world records the placebos' counts. :func:`rehearsal_agreement` sets them beside the
+real false deploys of the same worlds: deploy recommendations among the (world, type)
+pairs whose true lift is below the threshold (as in the decision-quality table),
+pooled, each with its Wilson interval; and the share of the worlds with a real false
+deploy that the rehearsal flagged (placebo false-deploy rate above the warning rate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from bayestwin.calibration.worlds import RunSettings, WorldConfig
+from bayestwin.core.calibration import wilson_interval
+
+if TYPE_CHECKING:
+    from bayestwin.engine.simulation import SimulationEngine
+    from bayestwin.model.fitted import FittedTwinModel
+    from bayestwin.schemas import ExperimentEvidence
+    from bayestwin.synthetic import SyntheticTwinData
+
+__all__ = [
+    "EXPERIMENT_ID_STRIDE",
+    "draw_experiments",
+    "rehearsal_agreement",
+    "rehearsal_fields",
+    "with_experiments",
+]
+
+#: World ids of a world's copy with ``k`` experiments: ``world_id + k * stride``.
+EXPERIMENT_ID_STRIDE = 100_000
+
+
+def with_experiments(configs: Sequence[WorldConfig], ks: Sequence[int]) -> list[WorldConfig]:
+    """Every world once per ``k`` of ``ks``: the same history, ``k`` experiments after it.
+
+    Parameters
+    ----------
+    configs : sequence of WorldConfig
+        The worlds.
+    ks : sequence of int
+        Numbers of experiments (>= 0), for example ``(0, 1, 3)``.
+
+    Returns
+    -------
+    list of WorldConfig
+        World by world, one copy per ``k``; ``k = 0`` keeps the world as it is.
+
+    Raises
+    ------
+    ValueError
+        If a ``k`` is negative or repeated.
+    """
+    ks = [int(k) for k in ks]
+    if any(k < 0 for k in ks) or len(set(ks)) != len(ks):
+        raise ValueError(f"experiments must be distinct integers >= 0, got {ks}")
+    out = []
+    for c in configs:
+        for k in ks:
+            if k == 0:
+                out.append(replace(c, experiments=0))
+                continue
+            out.append(
+                replace(
+                    c,
+                    experiments=k,
+                    kind=f"{c.kind}+k{k}",
+                    world_id=c.world_id + EXPERIMENT_ID_STRIDE * k,
+                )
+            )
+    return out
+
+
+def draw_experiments(
+    config: WorldConfig, run: RunSettings, sd: SyntheticTwinData, brand: str
+) -> list[ExperimentEvidence]:
+    """Run ``config.experiments`` randomised experiments on the world's truth.
+
+    Parameters
+    ----------
+    config : WorldConfig
+        The world (its ``experiments``, ``primary_type`` and seed).
+    run : RunSettings
+        ``intensity`` and ``experiment_n_per_arm``.
+    sd : SyntheticTwinData
+        The world's history and truth.
+    brand : str
+        The brand whose units the experiments run on.
+
+    Returns
+    -------
+    list of ExperimentEvidence
+        One per experiment, in order (module docstring).
+    """
+    from bayestwin.schemas import ExperimentEvidence
+
+    truth = sd.truth
+    types = truth.intervention_types
+    units = sd.population(brand).reset_index(drop=True)
+    n = min(run.experiment_n_per_arm, len(units) // 2)
+    rng = np.random.default_rng([config.seed, 7_919])
+    out = []
+    for j in range(config.experiments):
+        kind = types[(config.primary_type + j) % len(types)]
+        idx = rng.choice(len(units), size=2 * n, replace=False)
+        sample = units.iloc[idx].reset_index(drop=True)
+        treated, control = sample.iloc[:n], sample.iloc[n:]
+        y_t = truth.sample_outcomes(truth.expected_outcome(treated, kind, run.intensity), rng)
+        y_c = truth.sample_outcomes(truth.expected_outcome(control, None), rng)
+        se = float(np.sqrt(np.var(y_t, ddof=1) / n + np.var(y_c, ddof=1) / n))
+        out.append(
+            ExperimentEvidence(
+                experiment_id=f"world-{config.world_id}-exp-{j + 1}",
+                intervention_type=kind,
+                intensity=float(run.intensity),
+                ate=float(np.mean(y_t) - np.mean(y_c)),
+                se=max(se, 1e-9),
+                n_treatment=n,
+                n_control=n,
+                unit_ids=tuple(sample["unit_id"].astype(str)),
+            )
+        )
+    return out
+
+
+def rehearsal_fields(
+    model: FittedTwinModel,
+    history: pd.DataFrame,
+    run: RunSettings,
+    seed: int,
+    engine: SimulationEngine | None = None,
+) -> dict[str, Any]:
+    """Rehearse a world's fit on its history; the placebo counts for the world record.
+
+    Parameters
+    ----------
+    model : FittedTwinModel
+        The world's fit.
+    history : DataFrame
+        The history it was fitted on.
+    run : RunSettings
+        ``placebos``, the sampler settings (the rehearsal's refit uses the world's own
+        draws) and ``twin_count``.
+    seed : int
+        The world's seed.
+    engine : SimulationEngine, optional
+        The engine (decision thresholds) of the world's own simulations.
+
+    Returns
+    -------
+    dict
+        ``rehearsal_placebos``, ``rehearsal_false_deploys``, ``rehearsal_false_deploy_rate``,
+        ``rehearsal_zero_covered`` (95%) and ``rehearsal_reason`` (why there are no
+        numbers, or None).
+    """
+    from bayestwin.engine.rehearsal import rehearse
+    from bayestwin.model.spec import SamplerSettings
+
+    sampler = SamplerSettings(
+        draws=run.draws,
+        tune=run.tune,
+        chains=run.chains,
+        cores=run.cores,
+        progressbar=False,
+        random_seed=seed + 1,
+    )
+    reh = rehearse(
+        model,
+        history,
+        placebos=run.placebos,
+        seed=seed,
+        sampler=sampler,
+        engine=engine,
+        twin_count=run.twin_count,
+    )
+    covered = sum(o.covers_zero_95 for o in reh.outcomes) if reh.outcomes else 0
+    return {
+        "rehearsal_placebos": reh.n,
+        "rehearsal_false_deploys": reh.false_deploys,
+        "rehearsal_false_deploy_rate": reh.false_deploy_rate,
+        "rehearsal_zero_covered": covered,
+        "rehearsal_reason": reh.reason,
+    }
+
+
+def _pooled(hits: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson_interval(hits, n) if n else (float("nan"), float("nan"))
+    return {"count": hits, "n": n, "rate": hits / n if n else None, "wilson_95": [lo, hi]}
+
+
+def rehearsal_agreement(
+    worlds: pd.DataFrame, effects: pd.DataFrame, *, threshold: float = 0.05, warn_rate: float = 0.05
+) -> dict[str, Any] | None:
+    """The rehearsal's false-deploy rate beside the real one, over the rehearsed worlds.
+
+    Parameters
+    ----------
+    worlds, effects : DataFrame
+        A run's records (worlds with the ``rehearsal_*`` columns).
+    threshold : float
+        The smallest true lift worth deploying (the decision-quality table's).
+    warn_rate : float
+        The rehearsal flags a world whose placebo false-deploy rate is above this.
+
+    Returns
+    -------
+    dict or None
+        ``placebo`` and ``real`` (pooled counts, rates and Wilson intervals),
+        ``intervals_overlap``, ``worlds_with_real_false_deploys``, ``flagged`` and
+        ``flagged_share``; None when no world was rehearsed.
+    """
+    if "rehearsal_placebos" not in worlds:
+        return None
+    w = worlds[worlds["rehearsal_placebos"].fillna(0) > 0]
+    if w.empty:
+        return None
+    placebo = _pooled(int(w["rehearsal_false_deploys"].sum()), int(w["rehearsal_placebos"].sum()))
+    eff = effects[effects["world_id"].isin(w["world_id"])]
+    null = eff[(eff["true_lift"] < threshold) & eff["twin_decision"].fillna("").ne("")]
+    deploy = null["twin_decision"] == "deploy"
+    real = _pooled(int(deploy.sum()), len(null))
+    overlap = None
+    if placebo["n"] and real["n"]:
+        (a, b), (c, d) = placebo["wilson_95"], real["wilson_95"]
+        overlap = bool(a <= d and c <= b)
+    bad = set(null.loc[deploy, "world_id"])
+    flagged = w[w["world_id"].isin(bad) & (w["rehearsal_false_deploy_rate"] > warn_rate)]
+    return {
+        "placebo": placebo,
+        "real": real,
+        "intervals_overlap": overlap,
+        "worlds": len(w),
+        "worlds_with_real_false_deploys": len(bad),
+        "flagged": len(flagged),
+        "flagged_share": len(flagged) / len(bad) if bad else None,
+        "threshold": threshold,
+        "warn_rate": warn_rate,
+    }
