@@ -20,7 +20,7 @@ from bayestwin.core.posterior import (
     TwinPosterior,
     dose_response_draws,
 )
-from bayestwin.core.unit_effects import UnitEffects, time_effect_draws
+from bayestwin.core.unit_effects import UnitEffects, UnitOffsets, time_effect_draws
 from bayestwin.engine.simulation import SimulationEngine
 from bayestwin.errors import InvalidInputError
 from bayestwin.model.diagnostics import Diagnostics
@@ -142,6 +142,35 @@ def test_unit_offset_enters_the_kernel_exactly() -> None:
     np.testing.assert_allclose(got.ate[0], want, rtol=1e-10)
     with pytest.raises(ValueError, match="unit_offset"):
         effect_draws(post, units, "email", 1.0, unit_offset=offset[:1])
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "poisson", "gaussian"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lazy_unit_offsets_give_the_dense_results_bit_for_bit(family: str, dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    ids = [f"u{i:03d}" for i in range(300)]
+    ue = dataclasses.replace(
+        _unit_effects(dict(zip(ids, rng.normal(0, 0.5, 300), strict=True))),
+        sd=rng.uniform(0.05, 0.4, 300),
+    )
+    twins = rng.choice(ids, size=250)
+    lazy = ue.lazy_draws(twins, np.random.default_rng(9), dtype=dtype)
+    dense = ue.draws(twins, np.random.default_rng(9), dtype=dtype)
+    assert isinstance(lazy, UnitOffsets) and lazy.shape == dense.shape == (250, D)
+    np.testing.assert_array_equal(np.asarray(lazy), dense)
+    # each row: the unit's mean and sd, without Monte Carlo noise in its moments
+    idx = ue.index_of(twins)
+    np.testing.assert_allclose(dense.mean(axis=1), ue.mean[idx], atol=1e-5)
+    np.testing.assert_allclose(dense.std(axis=1), ue.sd[idx], rtol=2e-3)
+    post = _panel_model(ue, family=family).posterior
+    units = pd.DataFrame({"segment": "s0", "x": rng.normal(size=250)})
+    kw = {"dtype": dtype, "batch_size": 64, "threads": 1}
+    got = effect_draws(post, units, "email", [1.0, 0.5], unit_offset=lazy, **kw)
+    want = effect_draws(post, units, "email", [1.0, 0.5], unit_offset=dense, **kw)
+    for name in ("ate", "control_mean", "var_control", "segment_ate", "predicted_control"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    # a unit the history lacks: the population draws, as an array
+    assert isinstance(ue.lazy_draws(["u000", "new"], np.random.default_rng(0)), np.ndarray)
 
 
 def test_average_over_periods_pools_the_variance() -> None:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPERIMENT_ID_STRIDE",
     "draw_experiments",
+    "experiment_series",
     "rehearsal_agreement",
     "rehearsal_fields",
     "with_experiments",
@@ -257,3 +258,71 @@ def rehearsal_agreement(
         "threshold": threshold,
         "warn_rate": warn_rate,
     }
+
+
+def experiment_series(
+    effects: pd.DataFrame, worlds: pd.DataFrame | None = None
+) -> dict[str, Any] | None:
+    """Coverage, error and interval width of each world kind as its experiments grow.
+
+    Parameters
+    ----------
+    effects : DataFrame
+        A run's effect records, with kinds ``"<kind>"`` and ``"<kind>+k<k>"``.
+    worlds : DataFrame, optional
+        The world records: their ``experiment_types`` mark the tested types where the
+        effect records lack an ``experimented`` column.
+
+    Returns
+    -------
+    dict or None
+        ``{kind: {k: {"n", "coverage_0.95", "coverage_0.8", "median_rel_error",
+        "median_sd_ratio", "experimented"}}}``: every intervention type of the worlds;
+        ``median_sd_ratio`` is the posterior sd over the same (world, type)'s sd without
+        experiments; ``experimented`` the same figures over the types an experiment
+        tested. None when no world had experiments.
+    """
+    from bayestwin.calibration.stats import coverage_summary
+
+    if "kind" not in effects or effects.empty:
+        return None
+    kinds = effects["kind"].astype(str)
+    base = kinds.str.partition("+k")[0]
+    k = pd.to_numeric(kinds.str.partition("+k")[2].replace("", "0"), errors="coerce")
+    if not (k > 0).any():
+        return None
+    if "experimented" not in effects and worlds is not None and "experiment_types" in worlds:
+        tested = worlds.set_index("world_id")["experiment_types"].fillna("").astype(str)
+        types = effects["world_id"].map(tested).fillna("").str.split(",")
+        pairs = zip(effects["intervention_type"], types, strict=True)
+        effects = effects.assign(experimented=[t in ts for t, ts in pairs])
+    frame = effects.assign(
+        base_kind=base, k=k, base_world=effects["world_id"] % EXPERIMENT_ID_STRIDE
+    )
+    sd0 = frame[frame["k"] == 0].set_index(["base_world", "intervention_type"])["twin_sd"]
+    out: dict[str, Any] = {}
+    for kind in sorted(frame.loc[frame["k"] > 0, "base_kind"].unique()):
+        series: dict[str, Any] = {}
+        for kk, grp in frame[frame["base_kind"] == kind].groupby("k"):
+            ratio = grp["twin_sd"].to_numpy(float) / sd0.reindex(
+                pd.MultiIndex.from_arrays([grp["base_world"], grp["intervention_type"]])
+            ).to_numpy(float)
+            tested = grp["experimented"] if "experimented" in grp else grp["k"] < 0
+
+            def figures(g: pd.DataFrame, r: np.ndarray) -> dict[str, Any]:
+                return {
+                    "n": len(g),
+                    "coverage_0.95": coverage_summary(g["twin_hit_0.95"]),
+                    "coverage_0.8": coverage_summary(g["twin_hit_0.8"]),
+                    "median_rel_error": float(np.nanmedian(g["twin_rel_error"]))
+                    if len(g)
+                    else None,
+                    "median_sd_ratio": float(np.nanmedian(r)) if np.isfinite(r).any() else None,
+                }
+
+            entry = figures(grp, ratio)
+            mask = tested.to_numpy(bool)
+            entry["experimented"] = figures(grp[mask], ratio[mask]) if mask.any() else None
+            series[str(int(kk))] = entry
+        out[kind] = series
+    return out

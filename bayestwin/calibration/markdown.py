@@ -448,6 +448,39 @@ def _diagnostics_section(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _series_section(summary: Mapping[str, Any]) -> list[str]:
+    """Coverage, error and interval width as the real experiments grow."""
+    block = summary.get("experiment_series")
+    if not block:
+        return []
+    lines = [
+        "## Real experiments as data",
+        "",
+        "The same worlds fitted on their history alone (k = 0) and with k real experiments "
+        "drawn from their truth (`bayestwin.calibration.loop`); every intervention type, "
+        "and apart the types an experiment tested. sd ratio: posterior sd over the same "
+        "(world, type)'s sd at k = 0.",
+        "",
+        "| world kind | k | n | 95% covers | 80% covers | median rel. error | sd ratio "
+        "| tested types: n, 95%, error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, series in block.items():
+        for k, f in series.items():
+            t = f["experimented"]
+            tested = (
+                "–"
+                if not t
+                else f"{t['n']}, {_cov_cell(t['coverage_0.95'])}, {_fmt(t['median_rel_error'])}"
+            )
+            lines.append(
+                f"| `{kind}` | {k} | {f['n']} | {_cov_cell(f['coverage_0.95'])} | "
+                f"{_cov_cell(f['coverage_0.8'])} | {_fmt(f['median_rel_error'])} | "
+                f"{_fmt(f['median_sd_ratio'], pct=False, digits=2)} | {tested} |"
+            )
+    return [*lines, ""]
+
+
 def _rehearsal_section(summary: Mapping[str, Any]) -> list[str]:
     """The rehearsal's placebo false-deploy rate beside the real one."""
     r = summary.get("rehearsal")
@@ -483,6 +516,7 @@ def _rehearsal_section(summary: Mapping[str, Any]) -> list[str]:
 _SECTIONS: tuple[Callable[[Mapping[str, Any]], list[str]], ...] = (
     _intro,
     _kind_section,
+    _series_section,
     _rehearsal_section,
     _acceptance_section,
     _methods_section,

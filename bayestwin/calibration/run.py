@@ -344,7 +344,10 @@ def _run_world(
         sim = sims[kind]
         if not np.array_equal(np.asarray(sim.twin_unit_ids), twin_ids):
             raise RuntimeError("simulations with one seed drew different twins")
-        effects.append(effect_record(ws, kind, sim))
+        rec = effect_record(ws, kind, sim)
+        rec["experiments"] = config.experiments
+        rec["experimented"] = kind in str(world.get("experiment_types") or "").split(",")
+        effects.append(rec)
         segments.extend(segment_records(ws, kind, sim))
     return effects, segments
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from bayestwin.calibration.loop import rehearsal_agreement
+from bayestwin.calibration.loop import experiment_series, rehearsal_agreement
 from bayestwin.calibration.run import CalibrationRun
 from bayestwin.calibration.stats import SBC_DRAWS, coverage_summary, rank_uniformity
 from bayestwin.calibration.worlds import ASSIGNMENTS, Assignment
@@ -389,7 +389,9 @@ def summarize(run: CalibrationRun) -> dict[str, Any]:
         ``random``, ``confounded_observed`` and ``confounded_hidden``. With world
         kinds, ``by_kind`` too (:func:`by_kind`), and the rest reads the ``in_model``
         worlds only. Where worlds were rehearsed, ``rehearsal``
-        (:func:`~bayestwin.calibration.loop.rehearsal_agreement`, over every kind).
+        (:func:`~bayestwin.calibration.loop.rehearsal_agreement`, over every kind); where
+        worlds had real experiments, ``experiment_series``
+        (:func:`~bayestwin.calibration.loop.experiment_series`).
     """
     eff = with_assignment(run.effects)
     worlds = with_assignment(run.worlds)
@@ -397,6 +399,9 @@ def summarize(run: CalibrationRun) -> dict[str, Any]:
     rehearsal = rehearsal_agreement(worlds, eff) if not worlds.empty else None
     if rehearsal is not None:
         out["rehearsal"] = rehearsal
+    series = experiment_series(eff, worlds)
+    if series is not None:
+        out["experiment_series"] = series
     if "kind" in worlds and not worlds.empty:
         out["by_kind"] = by_kind(eff, worlds)
         if worlds["kind"].nunique() > 1:

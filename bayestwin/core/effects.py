@@ -34,6 +34,7 @@ Nothing builds a PyMC graph.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ from bayestwin.core.effects_chunks import (
 )
 from bayestwin.core.posterior import TwinPosterior, dose_response_draws
 from bayestwin.core.power import outcome_variance_from_moments
+from bayestwin.core.unit_effects import UnitOffsets
 
 __all__ = ["EffectDraws", "EncodedUnits", "average_effect_draws", "effect_draws"]
 
@@ -175,7 +177,7 @@ def _chunk_plan(
     n_draws: int,
     batch_size: int,
     dtype: type[np.floating],
-    unit_offset: NDArray | None = None,
+    unit_offset: NDArray | UnitOffsets | None = None,
 ) -> tuple[ChunkPlan, NDArray[np.intp]]:
     """Units sorted by segment (each segment one contiguous block) and their chunks.
 
@@ -199,9 +201,11 @@ def _chunk_plan(
 
 
 def _sorted_offset(
-    unit_offset: NDArray, order: NDArray[np.intp], dtype: type[np.floating]
-) -> NDArray:
+    unit_offset: NDArray | UnitOffsets, order: NDArray[np.intp], dtype: type[np.floating]
+) -> NDArray | UnitOffsets:
     """The units' offsets in the plan's order, in the working dtype (one copy)."""
+    if isinstance(unit_offset, UnitOffsets):
+        return unit_offset.take(order, dtype)
     return np.ascontiguousarray(unit_offset[order].astype(dtype, copy=False))
 
 
@@ -312,7 +316,7 @@ def effect_draws(
     dtype: type[np.floating] = np.float32,
     blas_threads: int | None = 1,
     threads: int | None = None,
-    unit_offset: NDArray | None = None,
+    unit_offset: NDArray | UnitOffsets | None = None,
 ) -> EffectDraws:
     """Population effect draws of an intervention on weighted units.
 
@@ -342,10 +346,11 @@ def effect_draws(
         The NumPy and BLAS kernels release the GIL, so chunks run in parallel. Each
         chunk keeps its own partial sums, added in chunk order at the end: the result
         is bit-identical whatever the number of threads.
-    unit_offset : ndarray, shape (M, D), optional
+    unit_offset : ndarray or UnitOffsets, shape (M, D), optional
         A link-scale term per unit and draw added to both arms: the units' own
-        deviations (and the period shift) of a panel model
-        (:class:`~bayestwin.core.unit_effects.UnitEffects`).
+        deviations of a panel model (:class:`~bayestwin.core.unit_effects.UnitEffects`;
+        as :class:`~bayestwin.core.unit_effects.UnitOffsets` they are written per chunk
+        of units, in cache, and never held as a whole).
 
     Returns
     -------
@@ -360,7 +365,8 @@ def effect_draws(
     w = _check_weights(weights, len(units))
     encoded = _encoded(posterior, units)
     if unit_offset is not None:
-        unit_offset = np.asarray(unit_offset)
+        if not isinstance(unit_offset, UnitOffsets):
+            unit_offset = np.asarray(unit_offset)
         if unit_offset.shape != (len(encoded), posterior.n_draws):
             raise ValueError(
                 f"unit_offset has shape {unit_offset.shape}, expected "
@@ -377,7 +383,10 @@ def effect_draws(
     )
     if plan.unit_offset is not None and posterior.family == "bernoulli":
         # the kernel's half-tanh scale, on the plan's own copy
-        np.multiply(plan.unit_offset, 0.5, out=plan.unit_offset)
+        if isinstance(plan.unit_offset, UnitOffsets):
+            plan = dataclasses.replace(plan, unit_offset=plan.unit_offset.scaled(0.5))
+        else:
+            np.multiply(plan.unit_offset, 0.5, out=plan.unit_offset)
     link, sc = _link_terms(posterior, k, levels, dtype)
     parts = run_chunks(plan, link, threads=threads, blas_threads=blas_threads)
     totals = reduce_chunks(plan, parts, levels.size)

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bayestwin.core.families import inverse_link
+from bayestwin.core.unit_effects import UnitOffsets
 
 __all__ = [
     "CHUNK_BUFFER_BYTES",
@@ -124,7 +125,7 @@ class ChunkPlan:
         Units per chunk (the last may hold fewer).
     n_draws : int
         Posterior draws ``D``.
-    unit_offset : ndarray, shape (N, D), optional
+    unit_offset : ndarray or UnitOffsets, shape (N, D), optional
         A link-scale term of each sorted unit and draw, on the kernel's scale.
     """
 
@@ -133,7 +134,16 @@ class ChunkPlan:
     bounds: list[int]
     chunk_rows: int
     n_draws: int
-    unit_offset: NDArray | None = None
+    unit_offset: NDArray | UnitOffsets | None = None
+
+    def offset_rows(self, start: int, end: int, buf: NDArray | None) -> NDArray | None:
+        """The unit offsets of the rows ``start:end`` (written into ``buf`` when lazy)."""
+        if self.unit_offset is None:
+            return None
+        if isinstance(self.unit_offset, np.ndarray):
+            return self.unit_offset[start:end]
+        assert buf is not None
+        return self.unit_offset.fill(start, end, buf)
 
     @property
     def n_units(self) -> int:
@@ -248,17 +258,20 @@ def _segment_sums(r: NDArray, w_chunk: NDArray, blocks: list[Block], n_draws: in
 
 
 def _chunk_sums(
-    plan: ChunkPlan, terms: LinkTerms, start: int, bufs: tuple[NDArray, NDArray, NDArray | None]
+    plan: ChunkPlan,
+    terms: LinkTerms,
+    start: int,
+    bufs: tuple[NDArray, NDArray, NDArray | None, NDArray | None],
 ) -> ChunkSums:
     end = min(start + plan.chunk_rows, plan.n_units)
     m = end - start
     d = plan.n_draws
-    buf_c, buf_t, buf_sq = bufs
+    buf_c, buf_t, buf_sq, buf_u = bufs
     blocks = plan.blocks(start, end)
     segs = [s for s, _, _ in blocks]
     rows = plan.rows(start, end, blocks)
     w_chunk = plan.weights[start:end]
-    u = None if plan.unit_offset is None else plan.unit_offset[start:end]
+    u = plan.offset_rows(start, end, buf_u)
     r_c = terms.values(rows, terms.control, segs, buf_c[:m], u)
     part = ChunkSums(
         segments=segs,
@@ -282,10 +295,12 @@ def _chunk_sums(
 
 def _run_some(plan: ChunkPlan, terms: LinkTerms, chunk_ids: Sequence[int]) -> list[ChunkSums]:
     shape, dtype = (plan.chunk_rows, plan.n_draws), plan.design.dtype
+    lazy = plan.unit_offset is not None and not isinstance(plan.unit_offset, np.ndarray)
     bufs = (
         np.empty(shape, dtype=dtype),
         np.empty(shape, dtype=dtype),
         np.empty(shape, dtype=dtype) if terms.need_m2 else None,
+        np.empty(shape, dtype=dtype) if lazy else None,
     )
     starts = plan.starts
     with np.errstate(over="ignore", under="ignore"):

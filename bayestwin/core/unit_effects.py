@@ -34,10 +34,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 from scipy import special
 
-__all__ = ["UnitEffectKind", "UnitEffects", "time_effect_draws"]
+__all__ = ["UnitEffectKind", "UnitEffects", "UnitOffsets", "time_effect_draws"]
 
 #: How the population distribution of the unit effects is shaped.
 UnitEffectKind = Literal["normal", "log_gamma"]
@@ -138,13 +138,41 @@ class UnitEffects:
         ndarray
             Link-scale deviations.
         """
+        draws = self.lazy_draws(unit_ids, rng, dtype)
+        return draws if isinstance(draws, np.ndarray) else np.asarray(draws)
+
+    def lazy_draws(
+        self,
+        unit_ids: Sequence[object] | NDArray,
+        rng: np.random.Generator,
+        dtype: type[np.floating] = np.float64,
+    ) -> UnitOffsets | NDArray:
+        """:meth:`draws`, left as :class:`UnitOffsets` when every unit is in the history.
+
+        The same random stream gives the same values as :meth:`draws`; the simulation
+        kernel writes them per chunk of units (:func:`bayestwin.core.effects.effect_draws`
+        takes either form).
+
+        Parameters
+        ----------
+        unit_ids, rng, dtype
+            As in :meth:`draws`.
+
+        Returns
+        -------
+        UnitOffsets or ndarray
+            An array when some unit is not in the history.
+        """
         idx = self.index_of(unit_ids)
         known = idx >= 0
         if known.all():  # the usual case: every twin is a unit of the history
-            noise = _rotated_normals(idx.size, self.n_draws, rng, np.dtype(dtype))
-            noise *= self.sd[idx, None].astype(dtype)
-            noise += self.mean[idx, None].astype(dtype)
-            return noise
+            cycle, starts = _rotation(idx.size, self.n_draws, rng, np.dtype(dtype))
+            return UnitOffsets(
+                mean=self.mean[idx].astype(dtype),
+                sd=self.sd[idx].astype(dtype),
+                cycle=cycle,
+                starts=starts,
+            )
         out = np.empty((len(idx), self.n_draws), dtype=dtype)
         if known.any():
             k = idx[known]
@@ -157,6 +185,71 @@ class UnitEffects:
         return out
 
 
+@dataclass(frozen=True)
+class UnitOffsets:
+    """The deviations of units of the history, per posterior draw, not yet written out.
+
+    Row ``i`` is ``mean_i + sd_i * cycle[starts_i : starts_i + D]``: the stratified
+    normal scores of :func:`_rotation`, rotated per row. The simulation kernel writes
+    the rows of one chunk of units at a time into a buffer that stays in cache
+    (:meth:`fill`), instead of reading a (units x D) array from memory for every arm;
+    ``np.asarray`` gives the full array, equal to :meth:`UnitEffects.draws`.
+
+    Attributes
+    ----------
+    mean, sd : ndarray, shape (N,)
+        Each row's posterior mean and sd (working dtype).
+    cycle : ndarray, shape (2 D - 1,)
+        The shuffled scores, twice over (working dtype).
+    starts : ndarray of int, shape (N,)
+        Each row's position in the cycle.
+    """
+
+    mean: NDArray
+    sd: NDArray
+    cycle: NDArray
+    starts: NDArray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, draws)."""
+        return (int(self.mean.shape[0]), (self.cycle.shape[0] + 1) // 2)
+
+    def take(self, order: NDArray[np.intp], dtype: type[np.floating]) -> UnitOffsets:
+        """The rows ``order``, in ``dtype``."""
+        return UnitOffsets(
+            mean=self.mean[order].astype(dtype),
+            sd=self.sd[order].astype(dtype),
+            cycle=self.cycle.astype(dtype),
+            starts=self.starts[order],
+        )
+
+    def scaled(self, factor: float) -> UnitOffsets:
+        """Every deviation times ``factor``."""
+        f = self.mean.dtype.type(factor)
+        return UnitOffsets(self.mean * f, self.sd * f, self.cycle, self.starts)
+
+    def fill(self, start: int, end: int, out: NDArray) -> NDArray:
+        """Write the rows ``start:end`` into ``out[: end - start]`` and return that view."""
+        rows = out[: end - start]
+        windows = np.lib.stride_tricks.sliding_window_view(self.cycle, self.shape[1])
+        np.take(windows, self.starts[start:end], axis=0, out=rows)
+        rows *= self.sd[start:end, None]
+        rows += self.mean[start:end, None]
+        return rows
+
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> NDArray:
+        out = np.empty(self.shape, dtype=self.cycle.dtype)
+        self.fill(0, self.shape[0], out)
+        return out if dtype is None else out.astype(dtype)
+
+
+def _rotation(n: int, d: int, rng: np.random.Generator, dtype: np.dtype) -> tuple[NDArray, NDArray]:
+    """The score cycle and each of ``n`` rows' start in it (see :func:`_rotated_normals`)."""
+    scores = special.ndtri((np.arange(d) + 0.5) / d)[rng.permutation(d)].astype(dtype)
+    return np.concatenate([scores, scores[:-1]]), rng.integers(0, d, size=n)
+
+
 def _rotated_normals(n: int, d: int, rng: np.random.Generator, dtype: np.dtype) -> NDArray:
     """``n`` rows of ``d`` standard normal scores: one stratified set, rotated per row.
 
@@ -166,9 +259,7 @@ def _rotated_normals(n: int, d: int, rng: np.random.Generator, dtype: np.dtype) 
     are decorrelated across draws by their rotations, and it costs a copy rather than
     ``n x d`` fresh normal draws (several times faster for 10,000 twins x 1,000 draws).
     """
-    scores = special.ndtri((np.arange(d) + 0.5) / d)[rng.permutation(d)].astype(dtype)
-    cycle = np.concatenate([scores, scores[:-1]])
-    starts = rng.integers(0, d, size=n)
+    cycle, starts = _rotation(n, d, rng, dtype)
     return np.lib.stride_tricks.sliding_window_view(cycle, d)[starts]
 
 

@@ -71,7 +71,7 @@ from bayestwin.core.effects_summary import EffectSummary, default_dose_grid, sum
 from bayestwin.core.population import TwinSample, draw_twins
 from bayestwin.core.posterior import TwinPosterior
 from bayestwin.core.rehearsal import rehearsal_summary
-from bayestwin.core.unit_effects import time_effect_draws
+from bayestwin.core.unit_effects import UnitOffsets, time_effect_draws
 from bayestwin.engine.population import TargetPopulation, resolve_population
 from bayestwin.engine.requests import CheckedRequest, check_request
 from bayestwin.errors import InvalidInputError
@@ -390,7 +390,7 @@ class SimulationEngine:
         units = None
         ids = target.unit_ids[twins.unique_rows]
         if post.unit_effects is not None:
-            units = post.unit_effects.draws(ids, rng, dtype=self.dtype)
+            units = post.unit_effects.lazy_draws(ids, rng, dtype=self.dtype)
         shifts: list[NDArray | None] = [None]
         if post.time_scale is not None:
             shifts = list(time_effect_draws(post.time_scale, horizon, rng))
@@ -418,7 +418,7 @@ class SimulationEngine:
         twins: TwinSample,
         cfg: InterventionConfig,
         levels: list[float],
-        offset: NDArray | None,
+        offset: NDArray | UnitOffsets | None,
     ) -> EffectDraws:
         """The effect draws of the twins at ``levels`` (the first is the main one)."""
         # rate * s may overflow to inf for a huge intensity on a model that records no

@@ -39,6 +39,25 @@ unit's effect is integrated out in closed form where the family allows it:
   ``u_i`` with 24 nodes: the quadrature needed fewer leapfrog steps (19 against 31), but
   each cost 24 times the likelihood.
 
+**Blocks.** Within a unit, cells that share a design (segment, features, intervention,
+intensity) differ only by the period effect, so the integrated likelihoods are computed
+per *block* of such cells (:func:`_block_layout`), laid out as a dense (units, Q) grid
+with ``Q`` the most blocks of any unit, and a (units, Q, periods) grid of the cells'
+counts and totals. For poisson, ``sum_cells total * eta`` splits into a block sum and a
+period sum, and a unit's expected count is ``sum_blocks exp(eta_b) sum_t count_bt
+exp(b_t)``: one ``exp`` per block and per period instead of per cell, no scatter of
+cells onto units (a sum over the grid's rows), and ``gammaln(Y_i + phi)`` once per
+distinct unit total. For gaussian, the cells' residuals are taken on the grid. A panel
+whose grid would hold over :data:`_MAX_PADDING` slots per cell (many designs per unit
+spread over few periods each) keeps the cell-wise sums. Measured on the benchmark's
+poisson panel (2,000 units x 10 periods: 20,000 cells, 3,023 blocks in a 2,000 x 2
+grid), one log density and gradient took 0.69 ms against 2.08 ms cell-wise (numba, same
+run, shared machine). The sampler's geometry was measured too and left as it is: 28-29
+leapfrog steps per draw (tree depth 5) at step size 0.19-0.20, the lowest bulk ESS on
+``sigma_time``, ``sigma_seg`` and ``mu_tau``; a centred random walk of the period
+effects did worse (``sigma_time`` ESS 94 against 223 of 600 draws, 35 steps per draw
+against 28), so it stays non-centred.
+
 ``nox -s benchmark`` compares the default fit with the plain model (one term per row,
 sampled unit effects).
 
@@ -58,6 +77,9 @@ import numpy as np
 import pandas as pd
 
 from bayestwin.model.spec import TwinModelSpec, TwinPriors
+
+#: Most grid slots per likelihood cell for the block layout (:func:`_block_layout`).
+_MAX_PADDING = 4.0
 
 __all__ = [
     "PanelChoices",
@@ -176,6 +198,69 @@ def add_panel_design(
         periods = np.sort(df[spec.period_column].unique())
         d["periods"] = periods
         d["period"] = np.searchsorted(periods, design[spec.period_column].to_numpy())
+    if choices.units and spec.collapse and not samples_units(spec):
+        blocks = _block_layout(d)
+        if blocks is not None:
+            d["blocks"] = blocks
+
+
+def _block_layout(d: dict[str, Any]) -> dict[str, Any] | None:
+    """The cells of an integrated-likelihood fit laid out as a (units, Q, periods) grid.
+
+    A *block* is a unit's cells that share a design (segment, features, intervention
+    and intensity): its ``eta`` differs between periods only by the period effect.
+    Blocks sorted by unit fill a (units, Q) grid, ``Q`` the most blocks of any unit; the
+    cells fill a (units, Q, periods) grid of counts and totals (zeros where a unit has
+    no such cell). ``None`` when that grid would hold more than
+    :data:`_MAX_PADDING` slots per cell (a very unbalanced panel), where the cells are
+    summed per unit instead.
+
+    Returns
+    -------
+    dict or None
+        ``shape`` (units, Q, periods); per block slot (flattened, units x Q) ``seg``,
+        ``x``, ``z``, ``k``, ``treated``, ``intensity``; per cell slot ``count`` and
+        ``total``; ``y_unit`` (each unit's total outcome).
+    """
+    unit, n_units = d["unit"], len(d["unit_ids"])
+    col = d.get("period", np.zeros(len(unit), dtype=np.int64))
+    n_cols = len(d["periods"]) if "period" in d else 1
+    keys = np.column_stack([unit, d["seg"], d["k"], d["treated"], d["intensity"], d["x"], d["z"]])
+    _, first, block = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    block = block.ravel()
+    unit_b = unit[first]  # sorted: the unit is the first key
+    rank = np.arange(len(first)) - np.searchsorted(unit_b, unit_b)
+    n_q = int(rank.max()) + 1
+    if n_units * n_q * n_cols > _MAX_PADDING * len(unit):
+        return None
+    slot = unit_b * n_q + rank
+    n_slots = n_units * n_q
+
+    def per_slot(values: np.ndarray) -> np.ndarray:
+        out = np.zeros((n_slots, *values.shape[1:]), dtype=values.dtype)
+        out[slot] = values[first]
+        return out
+
+    cell = slot[block] * n_cols + col
+    if np.bincount(cell).max() > 1:
+        return None
+    count = np.zeros(n_slots * n_cols)
+    total = np.zeros(n_slots * n_cols)
+    count[cell] = d["count"]
+    total[cell] = d["total"]
+    shape = (n_units, n_q, n_cols)
+    return {
+        "shape": shape,
+        "seg": per_slot(d["seg"]),
+        "x": per_slot(d["x"]),
+        "z": per_slot(d["z"]),
+        "k": per_slot(d["k"]),
+        "treated": per_slot(d["treated"]),
+        "intensity": per_slot(d["intensity"]),
+        "count": count.reshape(shape),
+        "total": total.reshape(shape),
+        "y_unit": np.bincount(unit, weights=d["total"], minlength=n_units),
+    }
 
 
 # -- the graph ---------------------------------------------------------------------------
@@ -201,17 +286,20 @@ def panel_terms(pm: Any, d: dict[str, Any], pr: TwinPriors) -> Any:
     import pytensor.tensor as pt
 
     choices: PanelChoices = d["choices"]
+    blocks = "blocks" in d
     extra: Any = 0.0
     if choices.crre:
         lam = pm.Normal("lambda_unit", 0.0, pr.mundlak_sd, dims="intervention_type")
-        extra = extra + pt.dot(pt.as_tensor_variable(d["mundlak"]), lam)[d["unit"]]
+        m = pt.dot(pt.as_tensor_variable(d["mundlak"]), lam)
+        extra = extra + (m[:, None] if blocks else m[d["unit"]])
     if choices.time and len(d["periods"]) > 1:
         sigma_time = scale_prior(pm, "sigma_time", pr.time_sd)
         z = pm.Normal("z_time", 0.0, 1.0, shape=len(d["periods"]) - 1)
         # b_t = -sigma * sum_{j >= t} z_j: a random walk that is 0 at the last period
         tail = pt.cumsum(z[::-1])[::-1]
         b = pm.Deterministic("time_effect", pt.concatenate([-sigma_time * tail, pt.zeros(1)]))
-        extra = extra + b[d["period"]]
+        if not blocks:  # the block likelihood takes the period effects apart
+            extra = extra + b[d["period"]]
     return extra
 
 
@@ -242,6 +330,9 @@ def panel_likelihood(pm: Any, d: dict[str, Any], spec: TwinModelSpec, eta: Any) 
     """
     import pytensor.tensor as pt
 
+    if "blocks" in d:
+        _block_likelihood(pm, d, spec, eta)
+        return
     unit, n_units = d["unit"], len(d["unit_ids"])
     total, count = d["total"], d["count"]
     sigma_u = scale_prior(pm, "sigma_unit", spec.priors.unit_sd)
@@ -274,3 +365,59 @@ def panel_likelihood(pm: Any, d: dict[str, Any], spec: TwinModelSpec, eta: Any) 
         pm.Potential("y", logp)
         return
     raise ValueError(f"family {fam!r} samples its unit effects (see samples_units)")
+
+
+def _block_likelihood(pm: Any, d: dict[str, Any], spec: TwinModelSpec, eta: Any) -> None:
+    """:func:`panel_likelihood` on the block layout (:func:`_block_layout`).
+
+    ``eta`` holds each block's linear predictor without the period effect, shape
+    (units, Q). The log density is the same as the cell-wise one, term by term:
+
+    * poisson: ``sum_cells total * eta = sum_blocks Y_b eta_b + sum_t Y_t b_t`` and
+      ``M_i = sum_blocks exp(eta_b) (sum_t count_bt exp(b_t))``: one ``exp`` per block
+      and one per period instead of one per cell; ``gammaln(Y_i + phi)`` is summed
+      over the distinct unit totals;
+    * gaussian: the residuals of the cells, ``ybar - eta_b - b_t``, on the
+      (units, Q, periods) grid (padding slots have count 0).
+    """
+    import pytensor.tensor as pt
+
+    bl = d["blocks"]
+    n_units, _, n_cols = bl["shape"]
+    count, total = bl["count"], bl["total"]
+    b = pm.modelcontext(None).named_vars.get("time_effect")
+    sigma_u = scale_prior(pm, "sigma_unit", spec.priors.unit_sd)
+    if spec.family == "gaussian":
+        sigma = pm.HalfNormal("dispersion", spec.priors.dispersion_sd)
+        scale = d["outcome_scale"]
+        ybar = np.where(count > 0, (total / np.maximum(count, 1.0) - d["outcome_loc"]) / scale, 0.0)
+        fit = eta[:, :, None] + (b[None, None, :] if b is not None else 0.0)
+        resid = ybar - fit
+        r_unit = (count * resid).sum(axis=(1, 2))
+        n_unit = count.sum(axis=(1, 2))
+        q_total = d["sumsq"].sum() / scale**2 + (count * resid**2).sum()
+        v = sigma**2 + n_unit * sigma_u**2
+        logp = (
+            -(n_unit.sum() - n_units) * pt.log(sigma)
+            - 0.5 * pt.log(v).sum()
+            - q_total / (2 * sigma**2)
+            + (sigma_u**2 * r_unit**2 / (2 * sigma**2 * v)).sum()
+        )
+        pm.Potential("y", logp)
+        return
+    if spec.family == "poisson":
+        phi = 1.0 / sigma_u**2
+        y_values, y_mult = np.unique(bl["y_unit"], return_counts=True)
+        if b is None:
+            exposure: Any = count.sum(axis=2)
+            linear = (total.sum(axis=2) * eta).sum()
+        else:
+            exposure = pt.dot(count.reshape(-1, n_cols), pt.exp(b)).reshape(bl["shape"][:2])
+            linear = (total.sum(axis=2) * eta).sum() + pt.dot(total.sum(axis=(0, 1)), b)
+        m_unit = (exposure * pt.exp(eta)).sum(axis=1)
+        logp = linear + (y_mult * pt.gammaln(y_values + phi)).sum() + n_units * (
+            phi * pt.log(phi) - pt.gammaln(phi)
+        ) - ((bl["y_unit"] + phi) * pt.log(phi + m_unit)).sum()  # fmt: skip
+        pm.Potential("y", logp)
+        return
+    raise ValueError(f"family {spec.family!r} samples its unit effects (see samples_units)")
