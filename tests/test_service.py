@@ -539,7 +539,7 @@ def test_fit_all_fits_and_registers_each_brand_and_twin_type(
         fitted = model_h if base.twin_type is TwinType.HCP else model_p
         return {(brand, base.twin_type): fitted}
 
-    monkeypatch.setattr("bayestwin.service.fitting.fit_each", fake_fit_all)
+    monkeypatch.setattr("bayestwin.service.fitting_all.fit_each", fake_fit_all)
     infos = service.fit_all(history)
     assert [(i.brand, i.twin_type) for i in infos] == [
         (brand, TwinType.HCP),

@@ -6,49 +6,15 @@ numbers are missing from the summary renders as nothing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bayestwin.calibration.markdown_cells import GROUPS, LABELS, cov_cell, dec, fmt
+from bayestwin.calibration.markdown_kinds import _kind_section, _rehearsal_section, _series_section
 from bayestwin.calibration.summary import COVERAGE_TARGETS, METHODS
 from bayestwin.core.intervals import INTERVAL_LEVELS
 
 __all__ = ["GROUPS", "LABELS", "to_markdown"]
-
-
-def _fmt(value: Any, pct: bool = True, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{100 * value:.{digits}f}%" if pct else f"{value:.{digits}f}"
-
-
-def _cov_cell(c: Mapping[str, Any]) -> str:
-    if not c or c.get("coverage") is None:
-        return "–"
-    return f"{_fmt(c['coverage'])} [{_fmt(c['lower'])}, {_fmt(c['upper'])}] (n={c['n']})"
-
-
-#: Display name of each method.
-LABELS = {
-    "twin": "twin model (partial pooling)",
-    "no_pooling": "no-pooling GLM",
-    "complete_pooling": "complete-pooling GLM",
-    "naive": "naive difference in means",
-    "linear_dml": "EconML LinearDML",
-    "twfe": "two-way fixed effects (panel)",
-}
-#: Display name of each assignment group.
-GROUPS = {
-    "random": "random assignment",
-    "confounded_observed": "confounded, observed",
-    "confounded_hidden": "confounded, hidden",
-}
-
-
-def _dec(d: Mapping[str, Any]) -> str:
-    if not d or d.get("share") is None:
-        return "–"
-    return f"{_fmt(d['share'])} ({d['count']}/{d['n']})"
 
 
 def _intro(summary: Mapping[str, Any]) -> list[str]:
@@ -91,93 +57,6 @@ def _intro(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _kind_rows(block: Mapping[str, Any], part: str) -> list[str]:
-    """One table row per kind: the twin model's figures over ``part`` of its records."""
-    from bayestwin.calibration.kinds import kind_label
-
-    rows = []
-    for kind, k in block.items():
-        f = k[part]
-        cov, gated = f["coverage"], f["coverage_gate_passed"]
-        gate = f["gate_passed"]
-        gate_cell = (
-            "–"
-            if gate["coverage"] is None
-            else f"{_fmt(gate['coverage'], digits=0)} ({gate['hits']}/{gate['n']})"
-        )
-        rows.append(
-            f"| {kind_label(kind)} (`{kind}`) | {f['n']} | "
-            f"{_cov_cell(cov['0.95'])} | {_cov_cell(cov['0.8'])} | "
-            f"{_fmt(f['median_rel_error'])} | {_fmt(f['sd_ratio'], pct=False, digits=2)} | "
-            f"{_fmt(f['rms_z'], pct=False, digits=1)} | {gate_cell} | "
-            f"{_fmt(gated['0.95']['coverage'], digits=0)} / "
-            f"{_fmt(gated['0.8']['coverage'], digits=0)} (n={gated['0.95']['n']}) |"
-        )
-    return rows
-
-
-def _kind_section(summary: Mapping[str, Any]) -> list[str]:
-    """The twin model per world kind, each kind apart, and the baselines beside it."""
-    block = summary.get("by_kind")
-    if not block or (len(block) == 1 and "in_model" in block):
-        return []
-    head = (
-        "| world kind | n | 95% covers truth | 80% covers | median rel. error | sd ratio | "
-        "rms z | gate passed | 95% / 80% on gate-passing fits |"
-    )
-    rule = "|---|---|---|---|---|---|---|---|---|"
-    lines = [
-        "## By world kind (twin model)",
-        "",
-        "Each kind adds one process to worlds shaped like the model "
-        "(`bayestwin.calibration.kinds`). The truth is the ATE of the simulated twins, "
-        "each with its own unit effect, in the period after the history. sd ratio: "
-        "posterior sd over the root mean square of the actual error, in lift points (1: "
-        "honest; below 1: intervals too narrow). rms z: root mean square of error / "
-        "posterior sd (1: honest). Gate: the default diagnostics gate (r_hat, ESS, "
-        "divergences); every fit is used, and coverage on the fits that pass it is given "
-        "apart. Brackets are 95% Wilson intervals.",
-        "",
-        "### One primary target per world",
-        "",
-        head,
-        rule,
-        *_kind_rows(block, "primary"),
-        "",
-        "### All intervention types (dependent within a world)",
-        "",
-        head,
-        rule,
-        *_kind_rows(block, "all_types"),
-        "",
-    ]
-    methods = [m for m in METHODS if any(m in k["baselines"] for k in block.values())]
-    if methods:
-        lines += [
-            "Baselines per kind (primary targets; 95% coverage / median relative error). "
-            "They read one treatment per unit, so they are not run where treatment changes "
-            "within a unit (–).",
-            "",
-            "| world kind | " + " | ".join(LABELS.get(m, m) for m in methods) + " |",
-            "|---|" + "---|" * len(methods),
-        ]
-        for kind, k in block.items():
-            cells = []
-            for m in methods:
-                b = k["baselines"].get(m)
-                est = bool(b and b["estimable"])
-                cells.append(
-                    f"{_fmt(b['coverage_0.95']['coverage'])} / {_fmt(b['median_rel_error'])}"
-                    if b and est
-                    else "–"
-                )
-            lines.append(f"| `{kind}` | " + " | ".join(cells) + " |")
-        lines.append("")
-    if len(block) > 1:
-        lines += ["The sections below read the `in_model` worlds only.", ""]
-    return lines
-
-
 def _acceptance_section(summary: Mapping[str, Any]) -> list[str]:
     """The acceptance table."""
     lines: list[str] = []
@@ -192,14 +71,14 @@ def _acceptance_section(summary: Mapping[str, Any]) -> list[str]:
         for lv in COVERAGE_TARGETS:
             a = acc[f"coverage_{lv:g}"]
             lines.append(
-                f"| {lv:.0%} interval coverage | {_fmt(a['value'])} | "
-                f"[{_fmt(a['target'][0], digits=0)}, {_fmt(a['target'][1], digits=0)}] | "
+                f"| {lv:.0%} interval coverage | {fmt(a['value'])} | "
+                f"[{fmt(a['target'][0], digits=0)}, {fmt(a['target'][1], digits=0)}] | "
                 f"{'yes' if a['met'] else 'NO'} |"
             )
         m = acc["median_rel_error"]
         lines.append(
-            f"| median relative error | {_fmt(m['value'])} | < {_fmt(m['target'], digits=0)} "
-            f"(spec < {_fmt(m['spec_target'], digits=0)}) | "
+            f"| median relative error | {fmt(m['value'])} | < {fmt(m['target'], digits=0)} "
+            f"(spec < {fmt(m['spec_target'], digits=0)}) | "
             f"{'yes' if m['met'] else 'NO'} (spec: {'yes' if m['met_spec'] else 'NO'}) |"
         )
         lines.append(
@@ -232,10 +111,10 @@ def _methods_section(summary: Mapping[str, Any]) -> list[str]:
                 cov = ms["coverage"]
                 lines.append(
                     f"| {LABELS.get(m, m)} | {ms['n']} ({ms['estimable']}) | "
-                    + " | ".join(_cov_cell(cov.get(f"{lv:g}", {})) for lv in INTERVAL_LEVELS)
-                    + f" | {_fmt(ms['rel_error']['median'])} | {_fmt(ms['rel_error']['q75'])} | "
-                    f"{_fmt(ms['abs_error_lift_points']['median'], digits=2)} | "
-                    f"{_fmt(ms['share_rel_error_below_0.2'])} |"
+                    + " | ".join(cov_cell(cov.get(f"{lv:g}", {})) for lv in INTERVAL_LEVELS)
+                    + f" | {fmt(ms['rel_error']['median'])} | {fmt(ms['rel_error']['q75'])} | "
+                    f"{fmt(ms['abs_error_lift_points']['median'], digits=2)} | "
+                    f"{fmt(ms['share_rel_error_below_0.2'])} |"
                 )
             lines.append("")
     return lines
@@ -263,8 +142,8 @@ def _decision_section(summary: Mapping[str, Any]) -> list[str]:
                 if not d:
                     continue
                 lines.append(
-                    f"| {GROUPS.get(g, g)} | {LABELS.get(m, m)} | {_dec(d['false_deploy'])} | "
-                    f"{_dec(d['false_skip'])} | {_dec(d['true_deploy'])} | {_dec(d['refine'])} |"
+                    f"| {GROUPS.get(g, g)} | {LABELS.get(m, m)} | {dec(d['false_deploy'])} | "
+                    f"{dec(d['false_skip'])} | {dec(d['true_deploy'])} | {dec(d['refine'])} |"
                 )
         lines.append("")
         eng = summary.get("engine_decisions")
@@ -272,9 +151,9 @@ def _decision_section(summary: Mapping[str, Any]) -> list[str]:
             lines += ["Engine recommendation (twin model):", ""]
             for g, d in eng.items():
                 lines.append(
-                    f"- {GROUPS.get(g, g)}: false deploy {_dec(d['false_deploy'])}, false skip "
-                    f"{_dec(d['false_skip'])}, true deploy {_dec(d['true_deploy'])}, refine "
-                    f"{_dec(d['refine'])}"
+                    f"- {GROUPS.get(g, g)}: false deploy {dec(d['false_deploy'])}, false skip "
+                    f"{dec(d['false_skip'])}, true deploy {dec(d['true_deploy'])}, refine "
+                    f"{dec(d['refine'])}"
                 )
             lines.append("")
     return lines
@@ -296,8 +175,8 @@ def _sample_size_section(summary: Mapping[str, Any]) -> list[str]:
                 k = d[kind]
                 lines.append(
                     f"| {GROUPS.get(g, g)} | {d['n_deploy']} | {kind} ({k['n']}) | "
-                    f"{_fmt(k['median_power'], pct=False, digits=2)} | "
-                    f"{_fmt(k['share_power_ge_0.8'])} | {_fmt(k['share_power_ge_0.7'])} |"
+                    f"{fmt(k['median_power'], pct=False, digits=2)} | "
+                    f"{fmt(k['share_power_ge_0.8'])} | {fmt(k['share_power_ge_0.7'])} |"
                 )
         lines.append("")
     return lines
@@ -320,8 +199,8 @@ def _family_section(summary: Mapping[str, Any]) -> list[str]:
                     t = r["twin"]
                     lines.append(
                         f"| {GROUPS.get(g, g)} | {r['group']} | {r['n']} | "
-                        f"{_fmt(t['coverage_0.95'])} | "
-                        f"{_fmt(t['median_rel_error'])} |"
+                        f"{fmt(t['coverage_0.95'])} | "
+                        f"{fmt(t['median_rel_error'])} |"
                     )
             lines.append("")
     return lines
@@ -341,8 +220,8 @@ def _design_section(summary: Mapping[str, Any]) -> list[str]:
         for r in rows:
             t = r["twin"]
             lines.append(
-                f"| {r['group']} | {r['n']} | {_fmt(t['coverage_0.95'])} | "
-                f"{_fmt(t['median_rel_error'])} |"
+                f"| {r['group']} | {r['n']} | {fmt(t['coverage_0.95'])} | "
+                f"{fmt(t['median_rel_error'])} |"
             )
         lines.append("")
     return lines
@@ -393,8 +272,8 @@ def _breakdown_sections(summary: Mapping[str, Any]) -> list[str]:
                 cells.append(
                     "–"
                     if c is None
-                    else f"{_fmt(c['coverage_0.95'])} / {_fmt(c['median_rel_error'])} / "
-                    f"{_fmt(c['estimable'], digits=0)}"
+                    else f"{fmt(c['coverage_0.95'])} / {fmt(c['median_rel_error'])} / "
+                    f"{fmt(c['estimable'], digits=0)}"
                 )
             lines.append(f"| {r['group']} | {r['n']} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -412,8 +291,8 @@ def _sbc_section(summary: Mapping[str, Any]) -> list[str]:
             f"{sbc['n']} ranks from {sbc['n_worlds']} random-assignment worlds whose effect "
             f"parameters were drawn from the model's prior; each is the rank of the true ATE "
             f"among {sbc['n_draws']} thinned posterior draws. Chi-square ({sbc['bins']} bins) "
-            f"p = {_fmt(sbc['chi2_p_value'], pct=False, digits=3)}; KS p = "
-            f"{_fmt(sbc['ks_p_value'], pct=False, digits=3)}. Bin counts: {sbc['counts']}.",
+            f"p = {fmt(sbc['chi2_p_value'], pct=False, digits=3)}; KS p = "
+            f"{fmt(sbc['ks_p_value'], pct=False, digits=3)}. Bin counts: {sbc['counts']}.",
             "Simplifications (see `bayestwin.calibration`): only the effect parameters come "
             "from the prior; bernoulli and count worlds only; ranks of a world's types pooled.",
             "",
@@ -430,87 +309,22 @@ def _diagnostics_section(summary: Mapping[str, Any]) -> list[str]:
         lines += [
             "## Sampler diagnostics",
             "",
-            f"{_fmt(diag['share_passed'])} of fits passed the default gate (r_hat <= 1.01, "
+            f"{fmt(diag['share_passed'])} of fits passed the default gate (r_hat <= 1.01, "
             f"ESS >= 400, no divergences); median min ESS bulk "
-            f"{_fmt(diag['median_min_ess_bulk'], pct=False, digits=0)}, worst r_hat "
-            f"{_fmt(diag['max_r_hat'], pct=False, digits=3)}, {diag['total_divergences']} "
+            f"{fmt(diag['median_min_ess_bulk'], pct=False, digits=0)}, worst r_hat "
+            f"{fmt(diag['max_r_hat'], pct=False, digits=3)}, {diag['total_divergences']} "
             "divergences in all (the gate asks for all of this on every parameter; "
             "the defaults sample 4 x 1000 draws). Every fit was used (diagnostics "
             "overridden). Coverage among random-assignment fits that passed: "
-            + ", ".join(f"{k}: {_cov_cell(v)}" for k, v in cov.items())
+            + ", ".join(f"{k}: {cov_cell(v)}" for k, v in cov.items())
             + ".",
             f"ESS of the ATE draws themselves: median "
-            f"{_fmt(diag['ate_ess_median'], pct=False, digits=0)}, minimum "
-            f"{_fmt(diag['ate_ess_min'], pct=False, digits=0)}, "
-            f"{_fmt(diag['ate_ess_share_ge_400'])} at least 400.",
+            f"{fmt(diag['ate_ess_median'], pct=False, digits=0)}, minimum "
+            f"{fmt(diag['ate_ess_min'], pct=False, digits=0)}, "
+            f"{fmt(diag['ate_ess_share_ge_400'])} at least 400.",
             "",
         ]
     return lines
-
-
-def _series_section(summary: Mapping[str, Any]) -> list[str]:
-    """Coverage, error and interval width as the real experiments grow."""
-    block = summary.get("experiment_series")
-    if not block:
-        return []
-    lines = [
-        "## Real experiments as data",
-        "",
-        "The same worlds fitted on their history alone (k = 0) and with k real experiments "
-        "drawn from their truth (`bayestwin.calibration.loop`); every intervention type, "
-        "and apart the types an experiment tested. sd ratio: posterior sd over the same "
-        "(world, type)'s sd at k = 0.",
-        "",
-        "| world kind | k | n | 95% covers | 80% covers | median rel. error | sd ratio "
-        "| tested types: n, 95%, error |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for kind, series in block.items():
-        for k, f in series.items():
-            t = f["experimented"]
-            tested = (
-                "–"
-                if not t
-                else f"{t['n']}, {_cov_cell(t['coverage_0.95'])}, {_fmt(t['median_rel_error'])}"
-            )
-            lines.append(
-                f"| `{kind}` | {k} | {f['n']} | {_cov_cell(f['coverage_0.95'])} | "
-                f"{_cov_cell(f['coverage_0.8'])} | {_fmt(f['median_rel_error'])} | "
-                f"{_fmt(f['median_sd_ratio'], pct=False, digits=2)} | {tested} |"
-            )
-    return [*lines, ""]
-
-
-def _rehearsal_section(summary: Mapping[str, Any]) -> list[str]:
-    """The rehearsal's placebo false-deploy rate beside the real one."""
-    r = summary.get("rehearsal")
-    if not r:
-        return []
-
-    def cell(d: Mapping[str, Any]) -> str:
-        lo, hi = d["wilson_95"]
-        return f"{d['count']}/{d['n']} = {_fmt(d['rate'])} [{_fmt(lo)}, {_fmt(hi)}]"
-
-    flagged = r["flagged_share"]
-    return [
-        "## Rehearsal: placebo false deploys against real ones",
-        "",
-        f"Over {r['worlds']} rehearsed worlds (every kind). Placebo: deploy "
-        "recommendations among the placebo campaigns of each fit's rehearsal. Real: deploy "
-        f"recommendations among the (world, type) pairs whose true lift is below "
-        f"{_fmt(r['threshold'], digits=0)}. Brackets: 95% Wilson intervals.",
-        "",
-        "| | false deploys |",
-        "|---|---|",
-        f"| placebo (rehearsal) | {cell(r['placebo'])} |",
-        f"| real | {cell(r['real'])} |",
-        "",
-        f"Intervals overlap: {r['intervals_overlap']}. Worlds with a real false deploy: "
-        f"{r['worlds_with_real_false_deploys']}; flagged by their rehearsal (placebo rate "
-        f"above {_fmt(r['warn_rate'], digits=0)}): {r['flagged']}"
-        + (f" ({_fmt(flagged, digits=0)})." if flagged is not None else "."),
-        "",
-    ]
 
 
 _SECTIONS: tuple[Callable[[Mapping[str, Any]], list[str]], ...] = (

@@ -18,7 +18,7 @@ from bayestwin.core.grading import FidelityThresholds
 from bayestwin.engine.fidelity import FidelityTracker
 from bayestwin.engine.simulation import EngineSettings, SimulationEngine
 from bayestwin.service.experiments import ExperimentResultSource, JsonExperimentResultStore
-from bayestwin.service.fitting import FittingMixin
+from bayestwin.service.fitting_all import FitAllMixin
 from bayestwin.service.heartbeat import Heartbeat, worker_token
 from bayestwin.service.jobs import JobRunner
 from bayestwin.service.registry import MlflowRegistry
@@ -49,7 +49,7 @@ def _engine(settings: Settings) -> SimulationEngine:
     return SimulationEngine(**{f.name: getattr(settings, f.name) for f in fields(EngineSettings)})
 
 
-class TwinService(FittingMixin, SimulationsMixin, ValidationsMixin, RehearsalsMixin):
+class TwinService(FitAllMixin, SimulationsMixin, ValidationsMixin, RehearsalsMixin):
     """Fit, register, activate, simulate and validate twin models.
 
     Parameters
