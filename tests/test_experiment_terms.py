@@ -109,21 +109,44 @@ def gaussian_fits() -> dict[str, Any]:
 # -- (a) the closed form on a gaussian toy ---------------------------------------------------
 
 
-def test_gaussian_posterior_matches_the_normal_normal_closed_form(
+def _exact_posterior(
+    m_hist: float, v_hist: float, a: float, se2: float, v_prior: float, bias_scale: float, df: float
+) -> tuple[float, float]:
+    """Mean and variance of the ATE given the history, the experiment and the bias prior.
+
+    Given the bias ``b``, everything is normal: the prior ``Normal(0, v_prior)``, the
+    history ``m_hist ~ Normal(ATE + b, v_hist)`` and the experiment ``a ~ Normal(ATE,
+    se2)``. ``b`` has the Student-t prior ``bias_scale * t(df)``; it is integrated out on a
+    fine grid (the exact posterior, to quadrature error).
+    """
+    from scipy import stats
+
+    b = np.linspace(-40 * bias_scale, 40 * bias_scale, 40_001)
+    prec = 1.0 / v_prior + 1.0 / v_hist + 1.0 / se2
+    mean_b = ((m_hist - b) / v_hist + a / se2) / prec
+    cov = np.array([[v_prior + v_hist, v_prior], [v_prior, v_prior + se2]])
+    obs = np.column_stack([m_hist - b, np.full_like(b, a)])
+    log_w = stats.t.logpdf(b / bias_scale, df) + stats.multivariate_normal(cov=cov).logpdf(obs)
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    mean = float(w @ mean_b)
+    return mean, float(1.0 / prec + w @ mean_b**2 - mean**2)
+
+
+def test_gaussian_posterior_matches_the_exact_posterior(
     gaussian_fits: dict[str, Any],
 ) -> None:
-    """The experiment combines with the history's estimate widened by the bias prior.
+    """The experiment combines with the history's estimate through the bias prior.
 
     With ``ATE = s * tau`` (``s`` the outcome scale), the history's likelihood of
-    ``tau + bias`` is about ``Normal(m_L, s_L**2)`` and the bias prior is
-    ``Normal(0, (s * bias_mean_sd)**2)``; integrating the bias out leaves
-    ``Normal(m_L, s_L**2 + (s * bias_mean_sd)**2)`` for the ATE. The fit without the
-    experiment gives ``m0, s0`` under the effect prior ``Normal(0, (s * 1.5)**2)``, from
-    which ``m_L, s_L`` follow (precisions subtract). The expected posterior is the
-    precision-weighted combination of that prior, the widened history and the
-    experiment. Tolerance: 4 Monte Carlo standard errors of the two posterior means
-    (each from its ESS) plus 5% of the posterior sd for the normal approximation (the
-    unknown dispersion makes the history's likelihood slightly heavier-tailed).
+    ``tau + bias`` is about ``Normal(m_L, s_L**2)``, and the bias prior is
+    ``s * bias_mean_sd * t(bias_df)`` on the ATE scale. The fit without the experiment
+    gives ``m0, s0`` under the effect prior ``Normal(0, (s * 1.5)**2)``, from which
+    ``m_L, s_L`` follow (precisions subtract). The expected posterior integrates the bias
+    out exactly (:func:`_exact_posterior`). Tolerance: 4 Monte Carlo standard errors of
+    the two posterior means (each from its ESS) plus 5% of the posterior sd for the
+    normal approximation of the history (the unknown dispersion makes its likelihood
+    slightly heavier-tailed).
     """
     without, with_ = gaussian_fits["without"], gaussian_fits["with"]
     ex: ExperimentEvidence = gaussian_fits["experiment"]
@@ -134,18 +157,16 @@ def test_gaussian_posterior_matches_the_normal_normal_closed_form(
     v_prior = (scale * pr.effect_mean_sd) ** 2
     v_hist = 1.0 / (1.0 / v0 - 1.0 / v_prior)
     m_hist = m0 * v_hist / v0
-    v_hist_biased = v_hist + (scale * pr.bias_mean_sd) ** 2
-    precision = 1.0 / v_prior + 1.0 / v_hist_biased + 1.0 / ex.se**2
-    expected = (m_hist / v_hist_biased + ex.ate / ex.se**2) / precision
+    expected, v_post = _exact_posterior(
+        m_hist, v_hist, ex.ate, ex.se**2, v_prior, scale * pr.bias_mean_sd, pr.bias_df
+    )
     d1 = _ate_draws(with_)
-    w_hist = (1.0 / v_hist_biased) / precision
-    mc = np.hypot(_mcse(with_), w_hist * _mcse(without))
+    mc = np.hypot(_mcse(with_), _mcse(without))
     tol = 4.0 * mc + 0.05 * float(d1.std())
     assert abs(float(d1.mean()) - expected) < tol
-    assert float(d1.std()) == pytest.approx(np.sqrt(1.0 / precision), rel=0.15)
-    # and not the plain term without the bias, which would stay near the history
-    plain = (m0 / v0 + ex.ate / ex.se**2) / (1.0 / v0 + 1.0 / ex.se**2)
-    assert abs(float(d1.mean()) - plain) > 3 * tol
+    assert float(d1.std()) == pytest.approx(np.sqrt(v_post), rel=0.15)
+    # and it moved from the history toward the experiment
+    assert abs(float(d1.mean()) - ex.ate) < abs(m0 - ex.ate) - 2 * tol
 
 
 def test_the_fit_records_its_experiments(gaussian_fits: dict[str, Any]) -> None:
@@ -168,11 +189,11 @@ def test_an_experiment_moves_the_posterior_toward_its_ate(family: str) -> None:
 
     Linearised at the posterior mean, ``ATE ~ J * tau`` with ``J = dATE / dtau``
     (``p (1 - p)`` at the treated mean for bernoulli, the treated mean for poisson): the
-    effect prior has sd ``J * effect_mean_sd`` (mean 0) and the bias prior widens the
-    history's estimate by ``(J * bias_mean_sd)**2``, as in the gaussian closed form.
-    The experiment sits 6 history sds below the history's estimate with an se of 2;
-    the posterior mean must move toward it, end nearer to it than to the history, and
-    match the prediction to within 15% of the gap (linearisation and Monte Carlo error).
+    effect prior has sd ``J * effect_mean_sd`` (mean 0) and the bias prior is
+    ``J * bias_mean_sd * t(bias_df)``, integrated out as in the gaussian case
+    (:func:`_exact_posterior`). The experiment sits 6 history sds below the history's
+    estimate with an se of 2; the posterior mean must move toward it and match the
+    prediction to within 15% of the gap (linearisation and Monte Carlo error).
     """
     history = _history(family, {"email": 0.6}, seed=1)
     spec = _spec(family)
@@ -185,12 +206,14 @@ def test_an_experiment_moves_the_posterior_toward_its_ate(family: str) -> None:
     ate, se = m0 - 6.0 * np.sqrt(v0), 2.0 * np.sqrt(v0)
     with_ = TwinGenerator(spec).fit(history, experiments=[_evidence(history, "email", ate, se)])
     m1 = float(_ate_draws(with_).mean())
-    assert m1 < m0 and abs(m1 - ate) < abs(m1 - m0)
-    v_prior = (jac * spec.priors.effect_mean_sd) ** 2
+    assert ate < m1 < m0
+    pr = spec.priors
+    v_prior = (jac * pr.effect_mean_sd) ** 2
     v_hist = 1.0 / (1.0 / v0 - 1.0 / v_prior)
     m_hist = m0 * v_hist / v0
-    v_wide = v_hist + (jac * spec.priors.bias_mean_sd) ** 2
-    expected = (m_hist / v_wide + ate / se**2) / (1.0 / v_prior + 1.0 / v_wide + 1.0 / se**2)
+    expected, _ = _exact_posterior(
+        m_hist, v_hist, ate, se**2, v_prior, jac * pr.bias_mean_sd, pr.bias_df
+    )
     assert abs(m1 - expected) < 0.15 * (m0 - ate)
 
 

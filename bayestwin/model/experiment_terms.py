@@ -325,11 +325,14 @@ def history_bias(pm: Any, pr: TwinPriors, coords: dict[str, list[str]]) -> Any:
 
     ``bias[k] = mu_bias + sigma_bias * z_bias[k]``, ``z_bias`` zero-sum over the types;
     with one type ``bias = mu_bias`` (no ``sigma_bias``: a scale no data inform).
+    ``mu_bias = bias_mean_sd * t``, ``t ~ StudentT(bias_df)``: a heavy-tailed prior
+    centred at no bias (see :class:`~bayestwin.model.spec.TwinPriors`).
     """
     import pytensor.tensor as pt
 
     n_types = len(coords["intervention_type"])
-    mu = pm.Normal("mu_bias", 0.0, pr.bias_mean_sd)
+    z_mu = pm.StudentT("z_mu_bias", nu=pr.bias_df, mu=0.0, sigma=1.0)
+    mu = pm.Deterministic("mu_bias", pr.bias_mean_sd * z_mu)
     if n_types < 2:
         return pm.Deterministic("history_bias", mu * pt.ones(n_types), dims="intervention_type")
     sigma = scale_prior(pm, "sigma_bias", pr.bias_type_sd)

@@ -42,13 +42,15 @@ class TwinPriors(BaseModel):
     The history-bias priors act only in a fit with real experiments
     (:mod:`bayestwin.model.experiment_terms`): the history's rows see
     ``tau[k, seg] + bias[k]``, the experiments ``tau[k, seg]``, with
-    ``bias[k] = mu_bias + sigma_bias * z_bias[k]``. ``bias_mean_sd = 1.0`` is two
-    thirds of ``effect_mean_sd``: hidden confounding as large as a typical effect
-    (flipping or doubling it) costs the prior little, so a randomised experiment
-    overrules the history, while a bias of several logits (which no real confounder
-    makes) stays unlikely. ``bias_type_sd = 0.3`` equals ``effect_type_sd``: the bias
-    is assumed to differ across intervention types as much as their effects do, so an
-    experiment on one type corrects the others through ``mu_bias``, not fully.
+    ``bias[k] = mu_bias + sigma_bias * z_bias[k]``. ``mu_bias`` has a Student-t prior
+    of ``bias_df = 3`` degrees of freedom and scale ``bias_mean_sd = 0.1``: most of its
+    mass is near zero, so on a history that the experiments confirm the history keeps
+    its weight (a bias of 0.1 on the link scale is a tenth of a large effect), while its
+    polynomial tails let experiments that contradict the history move it as far as they
+    say (a confounder of half a logit is five scales out, where the t density has
+    fallen by 50 and a normal one by 10^5). ``bias_type_sd = 0.05`` keeps the types'
+    biases close to their shared one: confounding comes from how units are chosen for
+    campaigns, which all types share, so an experiment on one type corrects the others.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -81,15 +83,16 @@ class TwinPriors(BaseModel):
         1.0, gt=0, description="lambda ~ Normal(0, .): unit effect on treatment history"
     )
     bias_mean_sd: float = Field(
-        1.0,
+        0.1,
         gt=0,
         description=(
-            "mu_bias ~ Normal(0, .): the history's bias of the effects (link scale), "
-            "in a fit with real experiments only"
+            "mu_bias ~ StudentT(bias_df, 0, .): the history's bias of the effects (link "
+            "scale), in a fit with real experiments only"
         ),
     )
+    bias_df: float = Field(3.0, gt=0, description="degrees of freedom of mu_bias's prior")
     bias_type_sd: float = Field(
-        0.3,
+        0.05,
         gt=0,
         description="sigma_bias ~ Gamma(2, 2 / .): spread of the bias across types",
     )
