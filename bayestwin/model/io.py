@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: Version of the saved-model layout; :func:`load_model` reads only this one.
-MODEL_FORMAT_VERSION = "3"
+MODEL_FORMAT_VERSION = "4"
 
 #: The distributions whose versions a fit records.
 PROVENANCE_PACKAGES = (
