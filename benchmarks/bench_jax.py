@@ -110,8 +110,6 @@ def run(
     dict
         The report: ``device``, ``skipped`` (the reason, or None) and ``results``.
     """
-    from benchmarks.bench_fit import reference_data
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device, reason = accelerator()
@@ -124,6 +122,8 @@ def run(
         "ratios": {},
     }
     if device is not None:
+        from benchmarks.bench_fit import reference_data
+
         data = reference_data(units, periods, panel=True)
         for backend in ("numpyro", "nutpie"):
             report["results"][backend] = _fit(data, backend, chains)

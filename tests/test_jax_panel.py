@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -13,6 +15,17 @@ from bayestwin.model.spec import SamplerSettings, default_spec
 from bayestwin.synthetic import generate_synthetic_twin_data
 
 pytest.importorskip("numpyro", reason="numpyro comes with the [jax] extra")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench_jax() -> ModuleType:
+    """``benchmarks/bench_jax.py`` from the checkout (the tests run on the installed package)."""
+    spec = importlib.util.spec_from_file_location("bench_jax", ROOT / "benchmarks" / "bench_jax.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _fit(data: object, backend: str) -> object:
@@ -53,8 +66,7 @@ def test_numpyro_fits_the_panel_model_like_nutpie() -> None:
 
 
 def test_accelerator_case_skips_with_its_reason_without_a_gpu(tmp_path: Path) -> None:
-    from benchmarks import bench_jax
-
+    bench_jax = _bench_jax()
     device, reason = bench_jax.accelerator()
     if device is not None:
         pytest.skip(f"a GPU is present ({device}): the case would run in full")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bayestwin.cli import commands
+from bayestwin.cli import commands, fitting
 from bayestwin.vocabulary import SimulationStatus, TwinType
 
 __all__ = ["build_parser"]
@@ -42,7 +42,7 @@ def _add_demo(add: Adder) -> None:
 
 
 def _add_fit_and_activate(add: Adder) -> None:
-    p = add("fit", commands.cmd_fit, "fit a twin model on a history file and register it")
+    p = add("fit", fitting.cmd_fit, "fit a twin model on a history file and register it")
     p.add_argument("history", help=".parquet or .csv, one row per unit and period")
     p.add_argument("--twin-type", choices=_TWIN_TYPES, help="the twin type (not with --all)")
     p.add_argument("--brand", help="the brand (not with --all)")
