@@ -23,6 +23,18 @@ from bayestwin.vocabulary import TwinType
 __all__ = ["cmd_fit"]
 
 
+def _sampler(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampler settings of the command line (no progress bar)."""
+    return {
+        "draws": args.draws,
+        "tune": args.tune,
+        "chains": args.chains,
+        "cores": args.cores,
+        "random_seed": args.seed,
+        "progressbar": False,
+    }
+
+
 def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``bayestwin fit``: fit a model on a history file and register it (``--all``: every pair)."""
     if getattr(args, "fit_all", False):
@@ -65,14 +77,7 @@ def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             family=args.family,
             numeric_features=features["numeric_features"],
             categorical_features=features["categorical_features"],
-            sampler={
-                "draws": args.draws,
-                "tune": args.tune,
-                "chains": args.chains,
-                "cores": args.cores,
-                "random_seed": args.seed,
-                "progressbar": False,
-            },
+            sampler=_sampler(args),
             with_experiments=with_experiments,
             activate=not args.no_activate,
             override_diagnostics=args.override_diagnostics,
@@ -151,14 +156,7 @@ def _fit_all(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             family=args.family,
             numeric_features=features["numeric_features"],
             categorical_features=features["categorical_features"],
-            sampler={
-                "draws": args.draws,
-                "tune": args.tune,
-                "chains": args.chains,
-                "cores": args.cores,
-                "random_seed": args.seed,
-                "progressbar": False,
-            },
+            sampler=_sampler(args),
             activate=not args.no_activate,
             override_diagnostics=args.override_diagnostics,
             engine="dask",

@@ -310,6 +310,24 @@ def _scatter(values: Any, unit: np.ndarray, shape: Any) -> Any:
     return pt.inc_subtensor(pt.zeros(shape)[unit], values)
 
 
+def _gaussian_marginal(sigma: Any, sigma_u: Any, r_unit: Any, n_unit: Any, q_total: Any) -> Any:
+    """Log density of gaussian cells with each unit's normal intercept integrated out.
+
+    A unit's rows are jointly normal with covariance ``sigma**2 I + sigma_u**2 11'``;
+    the density needs only each unit's count ``n_unit``, the sum of its residuals
+    ``r_unit`` and the total sum of squared residuals ``q_total``.
+    """
+    import pytensor.tensor as pt
+
+    v = sigma**2 + n_unit * sigma_u**2
+    return (
+        -(n_unit.sum() - n_unit.shape[0]) * pt.log(sigma)
+        - 0.5 * pt.log(v).sum()
+        - q_total / (2 * sigma**2)
+        + (sigma_u**2 * r_unit**2 / (2 * sigma**2 * v)).sum()
+    )
+
+
 def samples_units(spec: TwinModelSpec) -> bool:
     """Whether the unit effects are sampled (bernoulli and neg_binomial, or when asked)."""
     return spec.family in ("bernoulli", "neg_binomial") or spec.unit_likelihood == "sampled"
@@ -345,14 +363,7 @@ def panel_likelihood(pm: Any, d: dict[str, Any], spec: TwinModelSpec, eta: Any) 
         r_unit = _scatter(count * resid, unit, (n_units,))
         n_unit = np.bincount(unit, weights=count, minlength=n_units)
         q_total = ss.sum() + (count * resid**2).sum()
-        v = sigma**2 + n_unit * sigma_u**2
-        logp = (
-            -(n_unit.sum() - n_units) * pt.log(sigma)
-            - 0.5 * pt.log(v).sum()
-            - q_total / (2 * sigma**2)
-            + (sigma_u**2 * r_unit**2 / (2 * sigma**2 * v)).sum()
-        )
-        pm.Potential("y", logp)
+        pm.Potential("y", _gaussian_marginal(sigma, sigma_u, r_unit, n_unit, q_total))
         return
     if fam == "poisson":
         phi = 1.0 / sigma_u**2
@@ -396,14 +407,7 @@ def _block_likelihood(pm: Any, d: dict[str, Any], spec: TwinModelSpec, eta: Any)
         r_unit = (count * resid).sum(axis=(1, 2))
         n_unit = count.sum(axis=(1, 2))
         q_total = d["sumsq"].sum() / scale**2 + (count * resid**2).sum()
-        v = sigma**2 + n_unit * sigma_u**2
-        logp = (
-            -(n_unit.sum() - n_units) * pt.log(sigma)
-            - 0.5 * pt.log(v).sum()
-            - q_total / (2 * sigma**2)
-            + (sigma_u**2 * r_unit**2 / (2 * sigma**2 * v)).sum()
-        )
-        pm.Potential("y", logp)
+        pm.Potential("y", _gaussian_marginal(sigma, sigma_u, r_unit, n_unit, q_total))
         return
     if spec.family == "poisson":
         phi = 1.0 / sigma_u**2
