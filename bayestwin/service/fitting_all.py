@@ -262,6 +262,9 @@ class FitAllMixin(FittingMixin):
             outcomes.append(outcome)
             report(outcome)
 
+        registry = getattr(self, "_registry", None)
+        if calls and registry is not None:
+            registry.prepare()
         run_tasks(client, fit_task, calls, retries=retries, on_result=on_result, prefix="fit")
         return FitAllResult(outcomes)
 

@@ -127,6 +127,10 @@ class MlflowRegistry:
         uri = settings.resolved_mlflow_uri()
         return cls(uri), f"enabled ({uri})"
 
+    def prepare(self) -> None:
+        """Create the store's tables and the fits' experiment before workers write to it."""
+        _registry_module().prepare_store(self.tracking_uri)
+
     def log_fit(self, fitted: FittedTwinModel, name: str) -> RegisteredTwin:
         """Log a fit as a run and register it as a new version of ``name``."""
         registered: RegisteredTwin = _registry_module().log_fit(

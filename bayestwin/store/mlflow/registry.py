@@ -60,6 +60,7 @@ __all__ = [
     "log_fidelity",
     "log_fit",
     "model_info_from",
+    "prepare_store",
     "registered_model_name",
     "set_active",
 ]
@@ -160,6 +161,31 @@ def _experiment_and_name(
     name = registered_name or registered_model_name(model.brand, model.twin_type)
     fit_record.ensure_registered_model(mlflow_client, name, model)
     return experiment_id, name
+
+
+def prepare_store(
+    tracking_uri: str | None = None, experiment_name: str = DEFAULT_EXPERIMENT
+) -> str:
+    """Create the tracking store's tables and the fits' experiment, in this process.
+
+    Several processes opening a new SQLite-backed store at once race on its schema
+    migration; a driver calls this once before its workers log runs.
+
+    Parameters
+    ----------
+    tracking_uri : str, optional
+        The store; see :func:`~bayestwin.store.mlflow.tracking.resolve_tracking_uri`.
+    experiment_name : str
+        Experiment of the fits, created when missing.
+
+    Returns
+    -------
+    str
+        The experiment's id.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow_client = client(uri)
+    return ensure_experiment(mlflow_client, experiment_name, default_artifact_location(uri))
 
 
 def log_fit(
