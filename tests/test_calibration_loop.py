@@ -13,6 +13,8 @@ from bayestwin.calibration.kinds import kind_label
 from bayestwin.calibration.loop import (
     EXPERIMENT_ID_STRIDE,
     draw_experiments,
+    experiment_precision,
+    experiment_series,
     rehearsal_agreement,
     with_experiments,
 )
@@ -90,3 +92,38 @@ def test_rehearsal_agreement_pools_and_flags() -> None:
     lo, hi = r["placebo"]["wilson_95"]
     assert lo < 2 / 24 < hi
     assert rehearsal_agreement(worlds.drop(columns="rehearsal_placebos"), effects) is None
+
+
+def test_experiment_precision_sums_the_tests_of_a_type() -> None:
+    assert experiment_precision("A", "A,B,A", "0.1,0.2,0.5") == pytest.approx(100 + 4)
+    assert experiment_precision("C", "A,B", "0.1,0.2") == 0.0
+    assert experiment_precision("A", "", "") == 0.0
+
+
+def test_experiment_series_gives_the_expected_narrowing_of_tested_types() -> None:
+    # one world at k = 0 and k = 3; type A tested twice (se 0.1 and 0.2), B untested
+    stride = EXPERIMENT_ID_STRIDE
+    effects = pd.DataFrame(
+        {
+            "world_id": [7, 7, 7 + 3 * stride, 7 + 3 * stride],
+            "kind": ["in_model", "in_model", "in_model+k3", "in_model+k3"],
+            "intervention_type": ["A", "B", "A", "B"],
+            "twin_sd": [0.2, 0.1, 0.1, 0.1],
+            "twin_hit_0.95": [True, True, True, False],
+            "twin_hit_0.8": [True, False, True, False],
+            "twin_rel_error": [0.1, 0.2, 0.05, 0.3],
+            "experimented": [False, False, True, False],
+            "experiment_precision": [0.0, 0.0, 1 / 0.1**2 + 1 / 0.2**2, 0.0],
+        }
+    )
+    series = experiment_series(effects)
+    assert series is not None
+    k3 = series["in_model"]["3"]
+    tested = k3["experimented"]
+    assert tested["n"] == 1
+    assert tested["median_sd_ratio"] == pytest.approx(0.5)
+    # combining N(., 0.2^2) with precisions 100 and 25: sd = (25 + 125) ** -0.5
+    assert tested["median_expected_sd_ratio"] == pytest.approx((150**-0.5) / 0.2)
+    # every type: A's expected ratio and B's 1, median of the two
+    assert k3["median_expected_sd_ratio"] == pytest.approx(((150**-0.5) / 0.2 + 1.0) / 2)
+    assert series["in_model"]["0"]["median_expected_sd_ratio"] == pytest.approx(1.0)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPERIMENT_ID_STRIDE",
     "draw_experiments",
+    "experiment_precision",
     "experiment_series",
     "rehearsal_agreement",
     "rehearsal_fields",
@@ -260,6 +261,27 @@ def rehearsal_agreement(
     }
 
 
+def experiment_precision(kind: str, types: str | None, ses: str | None) -> float:
+    """The summed precision ``sum 1 / se**2`` of the experiments that tested ``kind``.
+
+    Parameters
+    ----------
+    kind : str
+        An intervention type.
+    types, ses : str or None
+        A world record's ``experiment_types`` and ``experiment_ses``: comma-separated,
+        one entry per experiment, in order.
+
+    Returns
+    -------
+    float
+        0.0 when no experiment tested the type.
+    """
+    names = str(types or "").split(",")
+    values = [float(v) for v in str(ses or "").split(",") if v]
+    return float(sum(1.0 / se**2 for t, se in zip(names, values, strict=False) if t == kind))
+
+
 def experiment_series(
     effects: pd.DataFrame, worlds: pd.DataFrame | None = None
 ) -> dict[str, Any] | None:
@@ -277,10 +299,14 @@ def experiment_series(
     -------
     dict or None
         ``{kind: {k: {"n", "coverage_0.95", "coverage_0.8", "median_rel_error",
-        "median_sd_ratio", "experimented"}}}``: every intervention type of the worlds;
-        ``median_sd_ratio`` is the posterior sd over the same (world, type)'s sd without
-        experiments; ``experimented`` the same figures over the types an experiment
-        tested. None when no world had experiments.
+        "median_sd_ratio", "median_expected_sd_ratio", "experimented"}}}``: every
+        intervention type of the worlds; ``median_sd_ratio`` is the posterior sd over
+        the same (world, type)'s sd without experiments; ``median_expected_sd_ratio``
+        the ratio that combining the k = 0 posterior with the type's experiments as
+        unbiased evidence would give, ``(1 + sd0**2 * sum 1 / se**2) ** -0.5`` (1 for an
+        untested type; None without the records' ``experiment_precision``);
+        ``experimented`` the same figures over the types an experiment tested. None
+        when no world had experiments.
     """
     from bayestwin.calibration.stats import coverage_summary
 
@@ -308,8 +334,16 @@ def experiment_series(
                 pd.MultiIndex.from_arrays([grp["base_world"], grp["intervention_type"]])
             ).to_numpy(float)
             tested = grp["experimented"] if "experimented" in grp else grp["k"] < 0
+            base_sd = sd0.reindex(
+                pd.MultiIndex.from_arrays([grp["base_world"], grp["intervention_type"]])
+            ).to_numpy(float)
+            expected = (
+                (1.0 + base_sd**2 * grp["experiment_precision"].to_numpy(float)) ** -0.5
+                if "experiment_precision" in grp
+                else np.full(len(grp), np.nan)
+            )
 
-            def figures(g: pd.DataFrame, r: np.ndarray) -> dict[str, Any]:
+            def figures(g: pd.DataFrame, r: np.ndarray, e: np.ndarray) -> dict[str, Any]:
                 return {
                     "n": len(g),
                     "coverage_0.95": coverage_summary(g["twin_hit_0.95"]),
@@ -318,11 +352,16 @@ def experiment_series(
                     if len(g)
                     else None,
                     "median_sd_ratio": float(np.nanmedian(r)) if np.isfinite(r).any() else None,
+                    "median_expected_sd_ratio": float(np.nanmedian(e))
+                    if np.isfinite(e).any()
+                    else None,
                 }
 
-            entry = figures(grp, ratio)
+            entry = figures(grp, ratio, expected)
             mask = tested.to_numpy(bool)
-            entry["experimented"] = figures(grp[mask], ratio[mask]) if mask.any() else None
+            entry["experimented"] = (
+                figures(grp[mask], ratio[mask], expected[mask]) if mask.any() else None
+            )
             series[str(int(kk))] = entry
         out[kind] = series
     return out

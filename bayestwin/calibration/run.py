@@ -29,7 +29,7 @@ from bayestwin.calibration.baselines import (
     no_pooling_glm,
     unit_data,
 )
-from bayestwin.calibration.loop import draw_experiments, rehearsal_fields
+from bayestwin.calibration.loop import draw_experiments, experiment_precision, rehearsal_fields
 from bayestwin.calibration.pool import quiet_process, run_in_processes
 from bayestwin.calibration.records import (
     Baselines,
@@ -201,6 +201,7 @@ def _fit(
     world.update(
         experiments_used=len(experiments),
         experiment_types=",".join(e.intervention_type for e in experiments),
+        experiment_ses=",".join(f"{e.se:.6g}" for e in experiments),
         fit_seconds=time.perf_counter() - t_fit,
         diagnostics_passed=diag.passed,
         max_r_hat=diag.max_r_hat,
@@ -347,6 +348,9 @@ def _run_world(
         rec = effect_record(ws, kind, sim)
         rec["experiments"] = config.experiments
         rec["experimented"] = kind in str(world.get("experiment_types") or "").split(",")
+        rec["experiment_precision"] = experiment_precision(
+            kind, world.get("experiment_types"), world.get("experiment_ses")
+        )
         effects.append(rec)
         segments.extend(segment_records(ws, kind, sim))
     return effects, segments
