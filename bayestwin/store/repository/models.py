@@ -108,6 +108,15 @@ def _deactivate_pair(
     session.execute(stmt)
 
 
+def _model_row(session: Session, model_id: uuid.UUID | str) -> DigitalTwinModel:
+    """The row of ``model_id``; NotFoundError when there is none."""
+    key = as_uuid(model_id, "model_id")
+    row = session.get(DigitalTwinModel, key)
+    if row is None:
+        not_found("model", key)
+    return row
+
+
 def _already_exists(message: str) -> ConflictError:
     return ConflictError(message, code="already_exists")
 
@@ -188,12 +197,8 @@ class ModelRecords(RepositoryBase):
         NotFoundError
             If no model has this id.
         """
-        key = as_uuid(model_id, "model_id")
         with self._read() as session:
-            row = session.get(DigitalTwinModel, key)
-            if row is None:
-                not_found("model", key)
-            return model_info(row)
+            return model_info(_model_row(session, model_id))
 
     def list_models(
         self,
@@ -356,11 +361,8 @@ class ModelRecords(RepositoryBase):
         NotFoundError
             If no model has this id.
         """
-        key = as_uuid(model_id, "model_id")
         with self._read() as session:
-            row = session.get(DigitalTwinModel, key)
-            if row is None:
-                not_found("model", key)
+            row = _model_row(session, model_id)
             return {name: getattr(row, name) for name in REHEARSAL_COLUMNS}
 
     def update_fidelity_score(
