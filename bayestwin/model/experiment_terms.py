@@ -70,7 +70,6 @@ from numpy.typing import NDArray
 from bayestwin.core.posterior import FeatureEncoder
 from bayestwin.errors import InvalidInputError
 from bayestwin.model.history import latest_population
-from bayestwin.model.panel_terms import scale_prior
 from bayestwin.model.spec import IMPLICIT_SEGMENT, TwinModelSpec, TwinPriors
 from bayestwin.schemas import ExperimentEvidence
 
@@ -335,7 +334,8 @@ def history_bias(pm: Any, pr: TwinPriors, coords: dict[str, list[str]]) -> Any:
     mu = pm.Deterministic("mu_bias", pr.bias_mean_sd * z_mu)
     if n_types < 2:
         return pm.Deterministic("history_bias", mu * pt.ones(n_types), dims="intervention_type")
-    sigma = scale_prior(pm, "sigma_bias", pr.bias_type_sd)
+    # half-normal, not boundary-avoiding: a history may be biased alike for every type
+    sigma = pm.HalfNormal("sigma_bias", pr.bias_type_sd)
     z = pm.ZeroSumNormal("z_bias", sigma=1.0, dims="intervention_type", n_zerosum_axes=1)
     return pm.Deterministic("history_bias", mu + sigma * z, dims="intervention_type")
 

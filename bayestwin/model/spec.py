@@ -43,14 +43,20 @@ class TwinPriors(BaseModel):
     (:mod:`bayestwin.model.experiment_terms`): the history's rows see
     ``tau[k, seg] + bias[k]``, the experiments ``tau[k, seg]``, with
     ``bias[k] = mu_bias + sigma_bias * z_bias[k]``. ``mu_bias`` has a Student-t prior
-    of ``bias_df = 3`` degrees of freedom and scale ``bias_mean_sd = 0.1``: most of its
-    mass is near zero, so on a history that the experiments confirm the history keeps
-    its weight (a bias of 0.1 on the link scale is a tenth of a large effect), while its
-    polynomial tails let experiments that contradict the history move it as far as they
-    say (a confounder of half a logit is five scales out, where the t density has
-    fallen by 50 and a normal one by 10^5). ``bias_type_sd = 0.05`` keeps the types'
-    biases close to their shared one: confounding comes from how units are chosen for
+    of ``bias_df = 2`` degrees of freedom and scale ``bias_mean_sd = 0.03``: its mass
+    sits close to zero, so a history that the experiments confirm keeps nearly all its
+    weight, while its polynomial tails let experiments that contradict the history move
+    it as far as they say (a confounder of half a logit is 17 scales out, where the
+    t(2) density has fallen by 10^3 and a normal one beyond 10^60). ``sigma_bias ~
+    HalfNormal(bias_type_sd = 0.02)`` keeps the types' biases close to their shared one,
+    and lets their spread be zero: confounding comes from how units are chosen for
     campaigns, which all types share, so an experiment on one type corrects the others.
+    Measured on calibration worlds of 400-600 units x 6 periods with three experiments
+    each (3 in-model and 3 time-varying-confounder worlds, 15 (world, type) pairs), the
+    earlier ``0.1 * t(3)`` with a ``Gamma(2, 40)`` spread widened the in-model worlds'
+    intervals instead of narrowing them (posterior sd over the sd without experiments,
+    median 1.39 on the first two worlds, 1.09 now, where combining the experiments as
+    unbiased evidence would give 0.89), and both covered every confounded pair.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -83,18 +89,18 @@ class TwinPriors(BaseModel):
         1.0, gt=0, description="lambda ~ Normal(0, .): unit effect on treatment history"
     )
     bias_mean_sd: float = Field(
-        0.1,
+        0.03,
         gt=0,
         description=(
             "mu_bias ~ StudentT(bias_df, 0, .): the history's bias of the effects (link "
             "scale), in a fit with real experiments only"
         ),
     )
-    bias_df: float = Field(3.0, gt=0, description="degrees of freedom of mu_bias's prior")
+    bias_df: float = Field(2.0, gt=0, description="degrees of freedom of mu_bias's prior")
     bias_type_sd: float = Field(
-        0.05,
+        0.02,
         gt=0,
-        description="sigma_bias ~ Gamma(2, 2 / .): spread of the bias across types",
+        description="sigma_bias ~ HalfNormal(.): spread of the bias across types",
     )
 
 
