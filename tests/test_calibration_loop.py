@@ -13,6 +13,7 @@ from bayestwin.calibration.kinds import kind_label
 from bayestwin.calibration.loop import (
     EXPERIMENT_ID_STRIDE,
     draw_experiments,
+    experiment_fields,
     experiment_precision,
     experiment_series,
     rehearsal_agreement,
@@ -98,6 +99,13 @@ def test_experiment_precision_sums_the_tests_of_a_type() -> None:
     assert experiment_precision("A", "A,B,A", "0.1,0.2,0.5") == pytest.approx(100 + 4)
     assert experiment_precision("C", "A,B", "0.1,0.2") == 0.0
     assert experiment_precision("A", "", "") == 0.0
+    world = {"experiment_types": "A,B,A", "experiment_ses": "0.1,0.2,0.5"}
+    assert experiment_fields("A", world) == {
+        "experimented": True,
+        "experiment_precision": pytest.approx(104),
+    }
+    assert experiment_fields("C", world) == {"experimented": False, "experiment_precision": 0.0}
+    assert experiment_fields("A", {}) == {"experimented": False, "experiment_precision": 0.0}
 
 
 def test_experiment_series_gives_the_expected_narrowing_of_tested_types() -> None:

@@ -24,7 +24,7 @@ deploy that the rehearsal flagged (placebo false-deploy rate above the warning r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPERIMENT_ID_STRIDE",
     "draw_experiments",
+    "experiment_fields",
     "experiment_precision",
     "experiment_series",
     "rehearsal_agreement",
@@ -282,6 +283,29 @@ def experiment_precision(kind: str, types: str | None, ses: str | None) -> float
     return float(sum(1.0 / se**2 for t, se in zip(names, values, strict=False) if t == kind))
 
 
+def experiment_fields(kind: str, world: Mapping[str, Any]) -> dict[str, Any]:
+    """A type's effect-record fields from its world's experiments.
+
+    Parameters
+    ----------
+    kind : str
+        An intervention type.
+    world : mapping
+        The world record, with ``experiment_types`` and ``experiment_ses``.
+
+    Returns
+    -------
+    dict
+        ``experimented`` (an experiment tested the type) and ``experiment_precision``
+        (:func:`experiment_precision`).
+    """
+    types = world.get("experiment_types")
+    return {
+        "experimented": kind in str(types or "").split(","),
+        "experiment_precision": experiment_precision(kind, types, world.get("experiment_ses")),
+    }
+
+
 def experiment_series(
     effects: pd.DataFrame, worlds: pd.DataFrame | None = None
 ) -> dict[str, Any] | None:
@@ -330,13 +354,11 @@ def experiment_series(
     for kind in sorted(frame.loc[frame["k"] > 0, "base_kind"].unique()):
         series: dict[str, Any] = {}
         for kk, grp in frame[frame["base_kind"] == kind].groupby("k"):
-            ratio = grp["twin_sd"].to_numpy(float) / sd0.reindex(
-                pd.MultiIndex.from_arrays([grp["base_world"], grp["intervention_type"]])
-            ).to_numpy(float)
-            tested = grp["experimented"] if "experimented" in grp else grp["k"] < 0
             base_sd = sd0.reindex(
                 pd.MultiIndex.from_arrays([grp["base_world"], grp["intervention_type"]])
             ).to_numpy(float)
+            ratio = grp["twin_sd"].to_numpy(float) / base_sd
+            tested = grp["experimented"] if "experimented" in grp else grp["k"] < 0
             expected = (
                 (1.0 + base_sd**2 * grp["experiment_precision"].to_numpy(float)) ** -0.5
                 if "experiment_precision" in grp

@@ -29,7 +29,7 @@ from bayestwin.calibration.baselines import (
     no_pooling_glm,
     unit_data,
 )
-from bayestwin.calibration.loop import draw_experiments, experiment_precision, rehearsal_fields
+from bayestwin.calibration.loop import draw_experiments, experiment_fields, rehearsal_fields
 from bayestwin.calibration.pool import quiet_process, run_in_processes
 from bayestwin.calibration.records import (
     Baselines,
@@ -346,11 +346,7 @@ def _run_world(
         if not np.array_equal(np.asarray(sim.twin_unit_ids), twin_ids):
             raise RuntimeError("simulations with one seed drew different twins")
         rec = effect_record(ws, kind, sim)
-        rec["experiments"] = config.experiments
-        rec["experimented"] = kind in str(world.get("experiment_types") or "").split(",")
-        rec["experiment_precision"] = experiment_precision(
-            kind, world.get("experiment_types"), world.get("experiment_ses")
-        )
+        rec.update(experiments=config.experiments, **experiment_fields(kind, world))
         effects.append(rec)
         segments.extend(segment_records(ws, kind, sim))
     return effects, segments

@@ -40,6 +40,7 @@ from bayestwin.store.mlflow import fit_record
 from bayestwin.store.mlflow.fidelity_metrics import FidelityInput, fidelity_batches
 from bayestwin.store.mlflow.pyfunc import model_dir_in
 from bayestwin.store.mlflow.tracking import (
+    DEFAULT_EXPERIMENT,
     client,
     default_artifact_location,
     ensure_experiment,
@@ -47,6 +48,7 @@ from bayestwin.store.mlflow.tracking import (
     fluent,
     local_path,
     model_uri_of,
+    prepare_store,
     resolve_tracking_uri,
 )
 from bayestwin.vocabulary import TwinType
@@ -65,8 +67,6 @@ __all__ = [
     "set_active",
 ]
 
-DEFAULT_EXPERIMENT = "bayestwin"
-"""Experiment of the fits' runs."""
 ACTIVE_ALIAS = "active"
 """Alias of the version in use."""
 
@@ -161,31 +161,6 @@ def _experiment_and_name(
     name = registered_name or registered_model_name(model.brand, model.twin_type)
     fit_record.ensure_registered_model(mlflow_client, name, model)
     return experiment_id, name
-
-
-def prepare_store(
-    tracking_uri: str | None = None, experiment_name: str = DEFAULT_EXPERIMENT
-) -> str:
-    """Create the tracking store's tables and the fits' experiment, in this process.
-
-    Several processes opening a new SQLite-backed store at once race on its schema
-    migration; a driver calls this once before its workers log runs.
-
-    Parameters
-    ----------
-    tracking_uri : str, optional
-        The store; see :func:`~bayestwin.store.mlflow.tracking.resolve_tracking_uri`.
-    experiment_name : str
-        Experiment of the fits, created when missing.
-
-    Returns
-    -------
-    str
-        The experiment's id.
-    """
-    uri = resolve_tracking_uri(tracking_uri)
-    mlflow_client = client(uri)
-    return ensure_experiment(mlflow_client, experiment_name, default_artifact_location(uri))
 
 
 def log_fit(

@@ -36,6 +36,7 @@ from bayestwin.errors import InvalidInputError
 from bayestwin.settings import load_settings
 
 __all__ = [
+    "DEFAULT_EXPERIMENT",
     "client",
     "default_artifact_location",
     "ensure_experiment",
@@ -43,8 +44,12 @@ __all__ = [
     "fluent",
     "local_path",
     "model_uri_of",
+    "prepare_store",
     "resolve_tracking_uri",
 ]
+
+DEFAULT_EXPERIMENT = "bayestwin"
+"""Experiment of the fits' runs."""
 
 _DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
 
@@ -159,6 +164,31 @@ def ensure_experiment(mlflow_client: MlflowClient, name: str, artifact_location:
             field="experiment_name",
         )
     return str(experiment.experiment_id)
+
+
+def prepare_store(
+    tracking_uri: str | None = None, experiment_name: str = DEFAULT_EXPERIMENT
+) -> str:
+    """Create the tracking store's tables and the fits' experiment, in this process.
+
+    Several processes opening a new SQLite-backed store at once race on its schema
+    migration; a driver calls this once before its workers log runs.
+
+    Parameters
+    ----------
+    tracking_uri : str, optional
+        The store; see :func:`~bayestwin.store.mlflow.tracking.resolve_tracking_uri`.
+    experiment_name : str
+        Experiment of the fits, created when missing.
+
+    Returns
+    -------
+    str
+        The experiment's id.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow_client = client(uri)
+    return ensure_experiment(mlflow_client, experiment_name, default_artifact_location(uri))
 
 
 def local_path(location: str) -> Path | None:
