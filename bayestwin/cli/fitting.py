@@ -11,6 +11,7 @@ import pandas as pd
 
 from bayestwin.cli.inputs import SEED, read_frame, service_from, split_list
 from bayestwin.cli.text import (
+    fit_comparison_text,
     fit_rehearsal_text,
     print_json,
 )
@@ -100,6 +101,9 @@ def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     rehearsal = fit_rehearsal_text(info, service.settings.rehearsal_warn_rate)
     if rehearsal:
         out.write(rehearsal + "\n")
+    comparison = fit_comparison_text(info)
+    if comparison:
+        out.write(comparison + "\n")
     return 0
 
 

@@ -33,8 +33,10 @@ __all__ = [
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """The settings, with the command line's ``--data-dir`` and ``--database-url``."""
+    """The settings, with the command line's ``--data-dir``, ``--database-url``, ``--compare``."""
     overrides: dict[str, Any] = {}
+    if getattr(args, "compare", None) is not None:
+        overrides["model_comparison"] = bool(args.compare)
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = Path(args.data_dir)
     if getattr(args, "database_url", None):

@@ -85,6 +85,13 @@ def _add_fit_and_activate(add: Adder) -> None:
         help="fit the validated real experiments of the brand and twin type as evidence "
         "(not with --all)",
     )
+    p.add_argument(
+        "--compare",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score the fit by PSIS-LOO over units against the same model without unit and "
+        "period effects, which is fitted too (default: the setting model_comparison)",
+    )
     p = add("activate", commands.cmd_activate, "make a registered model the active one")
     p.add_argument("model_id")
 

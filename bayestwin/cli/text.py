@@ -18,6 +18,7 @@ from bayestwin.schemas import (
 from bayestwin.vocabulary import SimulationStatus
 
 __all__ = [
+    "fit_comparison_text",
     "fit_rehearsal_text",
     "models_text",
     "print_json",
@@ -180,6 +181,41 @@ def fit_rehearsal_text(info: TwinModelInfo, warn_rate: float) -> str | None:
             f"rehearsal_warn_rate {warn_rate:.0%}; treat a deploy recommendation with caution"
         )
     return line
+
+
+def fit_comparison_text(info: TwinModelInfo) -> str | None:
+    """The model comparison a fit ran, as ``fit`` prints it (None when it ran none).
+
+    Parameters
+    ----------
+    info : TwinModelInfo
+        The registered row; its ``performance_metrics["model_comparison"]`` holds the
+        comparison (:meth:`~bayestwin.core.comparison.ModelComparison.to_dict`).
+
+    Returns
+    -------
+    str or None
+        A line per model (elpd, its SE, ``p``, the difference to the better model and
+        its SE, the stacking weight) under a heading, or the reason none ran.
+    """
+    record = info.performance_metrics.get("model_comparison")
+    if not isinstance(record, dict):
+        return None
+    if record.get("reason"):
+        return f"  model comparison not run: {record['reason']}"
+    lines = [
+        "  model comparison (PSIS-LOO, one unit left out at a time, "
+        f"{record.get('units_scored')} of {record.get('units')} units):"
+    ]
+    for m in record.get("models", []):
+        diff = "best" if m["rank"] == 0 else f"{m['elpd_diff']:+.1f} (se {m['dse']:.1f})"
+        high = m.get("high_pareto_k") or 0
+        warn = f", {high} units with Pareto k above the threshold" if high else ""
+        lines.append(
+            f"    {m['name']} ({m['terms']}): elpd {m['elpd']:.1f} (se {m['se']:.1f}), "
+            f"p {m['p']:.1f}, {diff}, weight {m['weight']:.2f}{warn}"
+        )
+    return "\n".join(lines)
 
 
 def validation_text(val: FidelityResult) -> str:

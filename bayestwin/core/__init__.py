@@ -21,5 +21,7 @@ the submodules:
   assurance, outcome variances and the real test's sample size;
 * :mod:`~bayestwin.core.predictive`, :mod:`~bayestwin.core.outcomes`,
   :mod:`~bayestwin.core.grading`, :mod:`~bayestwin.core.calibration`: the
-  observed-experiment predictive, real outcomes, grades and calibration statistics.
+  observed-experiment predictive, real outcomes, grades and calibration statistics;
+* :mod:`~bayestwin.core.rehearsal` and :mod:`~bayestwin.core.comparison`: the plain
+  records of a fit's rehearsal and of its model comparison.
 """

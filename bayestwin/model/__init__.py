@@ -15,5 +15,8 @@ nothing; import from the submodules:
 * :mod:`~bayestwin.model.diagnostics`: ``compute_diagnostics``;
 * :mod:`~bayestwin.model.fitted`: ``FittedTwinModel``, ``Diagnostics``;
 * :mod:`~bayestwin.model.io`: ``save_model``, ``load_model``, ``MODEL_FORMAT_VERSION``,
-  ``package_versions``.
+  ``package_versions``;
+* :mod:`~bayestwin.model.pointwise` and :mod:`~bayestwin.model.comparison`: each unit's
+  integrated log likelihood, and ``compare_panel_terms`` / ``with_comparison``
+  (PSIS-LOO over units against the model without panel terms).
 """

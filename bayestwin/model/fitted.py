@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from bayestwin.core.comparison import ModelComparison
 from bayestwin.core.posterior import TwinPosterior
 from bayestwin.core.rehearsal import Rehearsal
 from bayestwin.errors import NotFitError
@@ -95,6 +96,10 @@ class FittedTwinModel:
         The placebo campaigns run on the model's own history after the fit, and how
         its simulations judged them (:mod:`bayestwin.engine.rehearsal`). None when no
         rehearsal ran (or the model was saved before they were recorded).
+    comparison : ModelComparison, optional
+        PSIS-LOO over units of this model against the same model without its unit and
+        period effects (:mod:`bayestwin.model.comparison`). None when none was asked
+        for.
     """
 
     brand: str
@@ -109,6 +114,7 @@ class FittedTwinModel:
     override_diagnostics: bool = False
     max_intensity: float | None = None
     rehearsal: Rehearsal | None = None
+    comparison: ModelComparison | None = None
 
     @property
     def fit_for_use(self) -> bool:

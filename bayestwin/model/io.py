@@ -3,9 +3,10 @@
 A saved model is a directory: ``posterior.npz`` (the arrays), ``trace.nc`` (the full
 ``DataTree``, when kept), ``population.parquet``, ``spec.json`` and ``metadata.json``
 (format version, bayestwin version, spec hash, encoder, diagnostics, provenance, the
-history's largest intensity, the rehearsal). ``max_intensity`` and ``rehearsal`` are
-optional on reading: metadata written without them loads with ``None`` (no intensity
-range check, no rehearsal), so adding them did not change the format version.
+history's largest intensity, the rehearsal, the model comparison). ``max_intensity``,
+``rehearsal`` and ``comparison`` are optional on reading: metadata written without
+them loads with ``None`` (no intensity range check, no rehearsal, no comparison), so
+adding them did not change the format version.
 :func:`load_model` refuses a directory written in another format, by another bayestwin
 version, or whose spec does not hash to its recorded spec hash.
 """
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from bayestwin._version import __version__
+from bayestwin.core.comparison import ModelComparison
 from bayestwin.core.posterior import FeatureEncoder, SegmentHyper, TwinPosterior
 from bayestwin.core.rehearsal import Rehearsal
 from bayestwin.core.unit_effects import UnitEffects
@@ -183,6 +185,7 @@ def save_model(model: FittedTwinModel, path: str | os.PathLike[str]) -> Path:
         "override_diagnostics": model.override_diagnostics,
         "max_intensity": model.max_intensity,
         "rehearsal": None if model.rehearsal is None else model.rehearsal.to_dict(),
+        "comparison": None if model.comparison is None else model.comparison.to_dict(),
     }
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     tmp.rename(target)
@@ -249,6 +252,12 @@ def _rehearsal(meta: dict[str, Any]) -> Rehearsal | None:
     return None if value is None else Rehearsal.from_dict(value)
 
 
+def _comparison(meta: dict[str, Any]) -> ModelComparison | None:
+    """The recorded model comparison; None in metadata written without one."""
+    value = meta.get("comparison")
+    return None if value is None else ModelComparison.from_dict(value)
+
+
 def load_model(path: str | os.PathLike[str], *, load_trace: bool = False) -> FittedTwinModel:
     """Load a model written by :func:`save_model`.
 
@@ -303,4 +312,5 @@ def load_model(path: str | os.PathLike[str], *, load_trace: bool = False) -> Fit
         override_diagnostics=bool(meta.get("override_diagnostics", False)),
         max_intensity=_max_intensity(meta),
         rehearsal=_rehearsal(meta),
+        comparison=_comparison(meta),
     )

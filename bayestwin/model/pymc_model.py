@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import gammaln
 
 from bayestwin.core.posterior import FeatureEncoder
 from bayestwin.errors import InvalidInputError
@@ -103,7 +104,7 @@ def _encoder(df: pd.DataFrame, spec: TwinModelSpec) -> FeatureEncoder:
     )
 
 
-def build_design(df: pd.DataFrame, spec: TwinModelSpec) -> dict[str, Any]:
+def build_design(df: pd.DataFrame, spec: TwinModelSpec, *, cells: bool = False) -> dict[str, Any]:
     """The arrays the PyMC model is built from.
 
     Parameters
@@ -112,6 +113,12 @@ def build_design(df: pd.DataFrame, spec: TwinModelSpec) -> dict[str, Any]:
         Validated history rows (:func:`bayestwin.model.history.check_history`).
     spec : TwinModelSpec
         What is fitted.
+    cells : bool
+        Lay the rows out as one likelihood row per (unit, period, design) whatever the
+        model's panel terms, without the block layout, and add ``cell_unit`` (each
+        row's unit index), ``cell_unit_ids`` (the sorted unit ids) and, for poisson,
+        ``unit_log_factorial`` (each unit's sum of ``log y!``): the layout of the
+        per-unit log likelihood (:mod:`bayestwin.model.pointwise`).
 
     Returns
     -------
@@ -138,8 +145,11 @@ def build_design(df: pd.DataFrame, spec: TwinModelSpec) -> dict[str, Any]:
             field=spec.intervention_column,
         )
     choices = panel_choices(df, spec)
-    if spec.collapse:
-        design, total, count, sumsq = collapse_history(df, spec, collapse_keys(spec, choices))
+    keys = collapse_keys(spec, choices)
+    if cells:
+        keys = tuple(c for c in (spec.unit_column, spec.period_column) if c)
+    if spec.collapse or cells:
+        design, total, count, sumsq = collapse_history(df, spec, keys)
     else:
         design = df
         total = df[spec.outcome].astype(float)
@@ -175,6 +185,16 @@ def build_design(df: pd.DataFrame, spec: TwinModelSpec) -> dict[str, Any]:
         "n_rows": len(df),
     }
     add_panel_design(d, df, design, spec, choices, types)
+    if cells:
+        d.pop("blocks", None)
+        ids = df[spec.unit_column].astype(str)
+        d["cell_unit_ids"] = np.array(sorted(ids.unique()), dtype=str)
+        d["cell_unit"] = np.searchsorted(
+            d["cell_unit_ids"], design[spec.unit_column].astype(str).to_numpy()
+        )
+        if spec.family == "poisson":
+            log_fact = pd.Series(gammaln(y_all + 1.0)).groupby(ids.to_numpy()).sum()
+            d["unit_log_factorial"] = log_fact.reindex(d["cell_unit_ids"]).to_numpy()
     return d
 
 
@@ -308,7 +328,7 @@ def _zero_sum(pm: Any, name: str, dims: tuple[str, ...], coords: dict[str, list[
     return pm.ZeroSumNormal(name, sigma=1.0, dims=dims, n_zerosum_axes=1)
 
 
-def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec) -> Any:
+def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec, *, pointwise: bool = False) -> Any:
     """Return the PyMC model of the design ``d`` (from :func:`build_design`).
 
     With real experiments in the design (``d["experiments"]``, from
@@ -323,6 +343,13 @@ def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec) -> Any:
         The design arrays.
     spec : TwinModelSpec
         The priors, the family and whether rows were collapsed.
+    pointwise : bool
+        Instead of the likelihood, add the deterministic ``unit_loglik``: each unit's
+        log density of its rows, its unit effect integrated out
+        (:func:`bayestwin.model.pointwise.unit_log_likelihood`). ``d`` must then have
+        the cell layout (``build_design(..., cells=True)``); the model has no
+        ``z_unit`` and no experiment terms, and serves to evaluate a fit's draws, not
+        to sample.
 
     Returns
     -------
@@ -332,6 +359,7 @@ def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec) -> Any:
     import pymc as pm
 
     from bayestwin.model.experiment_terms import experiment_likelihood, history_bias
+    from bayestwin.model.pointwise import unit_log_likelihood
 
     enc: FeatureEncoder = d["encoder"]
     coords = {
@@ -346,9 +374,13 @@ def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec) -> Any:
         beta = pm.Normal("beta", 0.0, pr.beta_sd, dims="feature")
         tau = _effects(pm, d, pr, coords)
         experiments = d.get("experiments")
+        if experiments and pointwise:
+            raise ValueError("the pointwise model has no experiment terms")
         tau_history = tau + history_bias(pm, pr, coords)[:, None] if experiments else tau
         eta = _linear_predictor(pm, d, pr, a, beta, tau_history) + panel_terms(pm, d, pr)
-        if d["choices"].units and not samples_units(spec):
+        if pointwise:
+            unit_log_likelihood(pm, d, spec, eta)
+        elif d["choices"].units and not samples_units(spec):
             panel_likelihood(pm, d, spec, eta)
         else:
             if d["choices"].units:

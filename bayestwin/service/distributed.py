@@ -45,8 +45,8 @@ from bayestwin.errors import BayesTwinError, InvalidInputError, NotFoundError
 from bayestwin.model.fit import fit_all as fit_each
 from bayestwin.model.spec import TwinModelSpec
 from bayestwin.schemas import TwinModelInfo
+from bayestwin.service.comparisons import checks_for_service
 from bayestwin.service.histories import read_history, spec_columns
-from bayestwin.service.rehearsals import rehearse_for_service
 from bayestwin.settings import Settings
 from bayestwin.vocabulary import TwinType
 
@@ -346,7 +346,7 @@ def fit_task(
             fitted = dataclasses.replace(
                 fitted, provenance={**fitted.provenance, FIT_KEY: key, FIT_RUN: options.run}
             )
-            fitted = rehearse_for_service(service, fitted, part)
+            fitted = checks_for_service(service, fitted, part)
             del part
             info = service.register(
                 fitted,

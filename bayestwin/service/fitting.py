@@ -20,12 +20,12 @@ from bayestwin.errors import InvalidInputError, from_validation_error
 from bayestwin.model.fit import TwinGenerator
 from bayestwin.model.spec import SamplerSettings, TwinModelSpec, default_spec
 from bayestwin.schemas import ExperimentEvidence, TwinModelInfo
+from bayestwin.service.comparisons import checks_for_service
 from bayestwin.service.distributed import (
     FitAllResult,
     FitOutcome,
 )
 from bayestwin.service.evidence import EvidenceMixin
-from bayestwin.service.rehearsals import rehearse_for_service
 from bayestwin.synthetic import DEFAULT_FAMILY
 from bayestwin.vocabulary import TwinType
 
@@ -201,7 +201,7 @@ class FittingMixin(EvidenceMixin):
         fitted = TwinGenerator(spec).fit(
             history, experiments=evidence, override_diagnostics=override_diagnostics
         )
-        fitted = rehearse_for_service(self, fitted, history)
+        fitted = checks_for_service(self, fitted, history)
         return self.register(
             fitted,
             activate=activate,

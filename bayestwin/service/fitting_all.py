@@ -22,6 +22,7 @@ from bayestwin.cluster import DEFAULT_RETRIES, TaskResult, dashboard_link, open_
 from bayestwin.errors import InvalidInputError
 from bayestwin.model.fit import fit_all as fit_each
 from bayestwin.model.spec import TwinModelSpec, default_spec
+from bayestwin.service.comparisons import checks_for_service
 from bayestwin.service.distributed import (
     FIT_KEY,
     FitAllResult,
@@ -36,7 +37,6 @@ from bayestwin.service.distributed import (
 )
 from bayestwin.service.fitting import FittingMixin, history_spec, resolve_family
 from bayestwin.service.histories import history_combinations, parquet_features, read_history
-from bayestwin.service.rehearsals import rehearse_for_service
 from bayestwin.vocabulary import TwinType
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class FitAllMixin(FittingMixin):
                     model = dataclasses.replace(
                         model, provenance={**model.provenance, FIT_KEY: todo[brand]}
                     )
-                model = rehearse_for_service(self, model, rows)
+                model = checks_for_service(self, model, rows)
                 info = self.register(
                     model, activate=activate, override_diagnostics=override_diagnostics
                 )

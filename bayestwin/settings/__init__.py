@@ -163,6 +163,20 @@ class Settings(BaseSettings):
         le=1.0,
         description=("Rehearsal false-deploy rate above which simulations of the model warn."),
     )
+    model_comparison: bool = Field(
+        False,
+        description=(
+            "After every fit the service registers, score it by PSIS-LOO over units "
+            "against the same model without unit and period effects "
+            "(bayestwin.model.comparison); this fits the pooled model too. The "
+            "comparison is stored with the model and shown by `bayestwin fit`."
+        ),
+    )
+    comparison_max_units: int = Field(
+        2000,
+        ge=2,
+        description="Units a model comparison scores at most (a seeded subsample beyond).",
+    )
 
     # -- storage ---------------------------------------------------------------------
     database_url: str | None = None
@@ -250,6 +264,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "rehearsal",
         "rehearsal_placebos",
         "rehearsal_warn_rate",
+        "model_comparison",
+        "comparison_max_units",
     ),
     "storage": ("database_url", "mlflow_tracking_uri", "data_dir"),
     "compute": ("dask_scheduler",),

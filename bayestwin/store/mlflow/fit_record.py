@@ -4,7 +4,8 @@
   sizes;
 * :func:`fit_metrics`: the diagnostics, the fit time, LOO when the trace holds a
   ``log_likelihood`` group, and the rehearsal's rates when the fit ran one
-  (:func:`rehearsal_record`);
+  (:func:`rehearsal_record`), and the model comparison's difference when the fit has
+  one (:func:`comparison_metrics`);
 * :func:`owner_tags` and :func:`run_tags`: who the run belongs to and how it went, and
   :func:`ensure_registered_model`: the registered model, tagged with its owner;
 * :func:`twin_signature` and :func:`input_example`: the pyfunc's columns;
@@ -44,6 +45,7 @@ __all__ = [
     "TAG_FIT_FOR_USE",
     "TAG_SPEC_HASH",
     "TAG_TWIN_TYPE",
+    "comparison_metrics",
     "ensure_registered_model",
     "fit_metrics",
     "diagnostics_reason",
@@ -152,8 +154,9 @@ def fit_metrics(model: FittedTwinModel) -> dict[str, float]:
         has a ``log_likelihood`` group; ``rehearsal_false_deploy_rate``,
         ``rehearsal_zero_coverage``, ``rehearsal_zero_coverage_80``,
         ``rehearsal_skip_rate`` and ``rehearsal_placebos`` when the model ran a
-        rehearsal that simulated its placebos. Values that are not finite (or not
-        measured) are left out.
+        rehearsal that simulated its placebos; the :func:`comparison_metrics` when the
+        model has a comparison that ran. Values that are not finite (or not measured)
+        are left out.
     """
     diag = model.diagnostics
     metrics: dict[str, float] = {
@@ -172,7 +175,41 @@ def fit_metrics(model: FittedTwinModel) -> dict[str, float]:
         for key in ("false_deploy_rate", "zero_coverage", "zero_coverage_80", "skip_rate"):
             metrics[f"rehearsal_{key}"] = record[key]
         metrics["rehearsal_placebos"] = float(record["placebos"])
+    metrics.update(comparison_metrics(model))
     return {key: float(v) for key, v in metrics.items() if math.isfinite(float(v))}
+
+
+def comparison_metrics(model: FittedTwinModel) -> dict[str, float]:
+    """The run metrics of the model's comparison with the pooled model (empty without one).
+
+    Parameters
+    ----------
+    model : FittedTwinModel
+        The fitted model.
+
+    Returns
+    -------
+    dict of str to float
+        ``comparison_elpd_panel`` and ``comparison_elpd_pooled`` (PSIS-LOO over the
+        scored units), ``comparison_elpd_difference`` (panel minus pooled: positive
+        when the panel terms predict left-out units better), its standard error
+        ``comparison_difference_se``, the panel model's stacking weight
+        ``comparison_panel_weight`` and ``comparison_units_scored``.
+    """
+    comparison = model.comparison
+    if comparison is None or not comparison.models:
+        return {}
+    by_name = {m.name: m for m in comparison.models}
+    panel, pooled = by_name["panel"], by_name["pooled"]
+    worse = panel if panel.rank else pooled
+    return {
+        "comparison_elpd_panel": panel.elpd,
+        "comparison_elpd_pooled": pooled.elpd,
+        "comparison_elpd_difference": panel.elpd - pooled.elpd,
+        "comparison_difference_se": worse.dse,
+        "comparison_panel_weight": panel.weight,
+        "comparison_units_scored": float(comparison.units_scored),
+    }
 
 
 def rehearsal_record(model: FittedTwinModel) -> dict[str, Any] | None:
@@ -288,7 +325,8 @@ def row_metrics(model: FittedTwinModel, run_metrics: Mapping[str, float] | None)
     """The row's ``performance_metrics``: the run's metrics, the diagnostics, the sizes.
 
     With a rehearsal, ``"rehearsal"`` holds :func:`rehearsal_record`; the repository
-    copies its rates into the row's ``rehearsal_*`` columns.
+    copies its rates into the row's ``rehearsal_*`` columns. With a model comparison,
+    ``"model_comparison"`` holds it (:meth:`ModelComparison.to_dict`).
     """
     prov = model.provenance
     metrics: dict[str, Any] = dict(run_metrics or {})
@@ -305,6 +343,8 @@ def row_metrics(model: FittedTwinModel, run_metrics: Mapping[str, float] | None)
     record = rehearsal_record(model)
     if record is not None:
         metrics["rehearsal"] = record
+    if model.comparison is not None:
+        metrics["model_comparison"] = model.comparison.to_dict()
     return json_safe(metrics)
 
 
