@@ -259,8 +259,7 @@ def with_comparison(
         scores; the error is logged. The fit itself always stands.
     """
     if seed is None:
-        given = fitted.provenance.get("random_seed")
-        seed = int(given) if isinstance(given, int) and not isinstance(given, bool) else 0
+        seed = fitted.fit_seed
     n_units = len(fitted.population)
     used = int((fitted.provenance.get(EXPERIMENTS_KEY) or {}).get("count", 0))
     start = time.perf_counter()

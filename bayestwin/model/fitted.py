@@ -117,6 +117,12 @@ class FittedTwinModel:
     comparison: ModelComparison | None = None
 
     @property
+    def fit_seed(self) -> int:
+        """The fit's random seed (0 when the fit drew a fresh one): what seeds its checks."""
+        seed = self.provenance.get("random_seed")
+        return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+    @property
     def fit_for_use(self) -> bool:
         """Whether the model may serve simulations (diagnostics passed or overridden)."""
         return self.diagnostics.passed or self.override_diagnostics

@@ -12,26 +12,17 @@ every service fit uses.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import pandas as pd
 
-from bayestwin.engine.simulation import SimulationEngine
 from bayestwin.model.comparison import with_comparison
 from bayestwin.model.fitted import FittedTwinModel
-from bayestwin.service.rehearsals import rehearse_for_service
-from bayestwin.settings import Settings
+from bayestwin.service.rehearsals import ServiceContext, rehearse_for_service
 
 __all__ = ["checks_for_service", "compare_for_service"]
 
 
-class _HasSettingsAndEngine(Protocol):
-    settings: Settings
-    engine: SimulationEngine
-
-
 def compare_for_service(
-    service: _HasSettingsAndEngine, fitted: FittedTwinModel, history: pd.DataFrame
+    service: ServiceContext, fitted: FittedTwinModel, history: pd.DataFrame
 ) -> FittedTwinModel:
     """Run the settings' model comparison on a fresh fit; return the model with it.
 
@@ -57,7 +48,7 @@ def compare_for_service(
 
 
 def checks_for_service(
-    service: _HasSettingsAndEngine, fitted: FittedTwinModel, history: pd.DataFrame
+    service: ServiceContext, fitted: FittedTwinModel, history: pd.DataFrame
 ) -> FittedTwinModel:
     """The settings' model comparison, then the rehearsal, of a fresh fit.
 

@@ -25,24 +25,25 @@ from bayestwin.model.fitted import FittedTwinModel
 from bayestwin.service.base import ServiceBase
 from bayestwin.settings import Settings
 
-__all__ = ["RehearsalsMixin", "rehearsal_seed", "rehearse_for_service"]
+__all__ = ["RehearsalsMixin", "ServiceContext", "rehearsal_seed", "rehearse_for_service"]
 
 logger = logging.getLogger(__name__)
 
 
-class _HasSettingsAndEngine(Protocol):
+class ServiceContext(Protocol):
+    """What a fit-time check reads of the service: its settings and its engine."""
+
     settings: Settings
     engine: SimulationEngine
 
 
 def rehearsal_seed(fitted: FittedTwinModel) -> int:
     """The seed of a model's rehearsal: its fit's seed (0 when the fit drew a fresh one)."""
-    seed = fitted.provenance.get("random_seed")
-    return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    return fitted.fit_seed
 
 
 def rehearse_for_service(
-    service: _HasSettingsAndEngine, fitted: FittedTwinModel, history: pd.DataFrame
+    service: ServiceContext, fitted: FittedTwinModel, history: pd.DataFrame
 ) -> FittedTwinModel:
     """Run the settings' rehearsal on a fresh fit; return the model with it.
 
