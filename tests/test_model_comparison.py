@@ -144,6 +144,9 @@ def test_fit_compare_stores_and_prints_the_comparison(
     info = TwinModelInfo.model_validate(json.loads(out))
     record = info.performance_metrics["model_comparison"]
     assert record["preferred"] == "panel" and record["units_scored"] == 160
+    # the MLflow run's metrics, copied into the row: panel minus pooled, positive here
+    assert info.performance_metrics["comparison_elpd_difference"] > 0
+    assert info.performance_metrics["comparison_units_scored"] == 160
     text = fit_comparison_text(info)
     assert text is not None and "model comparison (PSIS-LOO" in text
     assert "panel (unit effects" in text and "pooled (no unit or period effects)" in text
