@@ -245,7 +245,6 @@ def _unit_reference(
     binomial: the rows integrated over ``u ~ Normal(0, sigma_unit)`` by quadrature.
     Without unit effects, the sum of the rows' densities.
     """
-    from scipy import integrate
 
     eta, unit = _row_eta(df, d, spec, p)
     y = df[spec.outcome].to_numpy(dtype=float)
@@ -274,7 +273,9 @@ def _unit_reference(
         else:
             alpha = float(p.get("dispersion", 1.0))
 
-            def rows(w: float, e: np.ndarray = e, yu: np.ndarray = yu) -> float:
+            def rows(
+                w: float, e: np.ndarray = e, yu: np.ndarray = yu, alpha: float = alpha
+            ) -> float:
                 mu = np.exp(e) * w
                 if spec.family == "bernoulli":
                     return float(stats.bernoulli(mu / (1 + mu)).logpmf(yu).sum())
@@ -285,13 +286,20 @@ def _unit_reference(
                 continue
             prior = stats.lognorm(s=su)  # w = exp(u), u ~ Normal(0, sigma_unit)
             lo, hi = prior.ppf(1e-12), prior.ppf(1 - 1e-12)
-        grid = np.geomspace(lo, hi, 400)
-        shift = max(rows(w) for w in grid)
-        value, _ = integrate.quad(
-            lambda w: np.exp(rows(w) - shift) * prior.pdf(w), lo, hi, points=grid[::40], limit=400
-        )
-        out.append(shift + np.log(value))
+        out.append(_log_integral(rows, prior, lo, hi))
     return np.asarray(out)
+
+
+def _log_integral(rows: Any, prior: Any, lo: float, hi: float) -> float:
+    """``log of the integral of exp(rows(w)) prior(w) dw`` over ``[lo, hi]``, by quadrature."""
+    from scipy import integrate
+
+    grid = np.geomspace(lo, hi, 400)
+    shift = max(rows(w) for w in grid)
+    value, _ = integrate.quad(
+        lambda w: np.exp(rows(w) - shift) * prior.pdf(w), lo, hi, points=grid[::40], limit=400
+    )
+    return float(shift + np.log(value))
 
 
 @pytest.mark.parametrize(
