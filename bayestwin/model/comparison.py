@@ -198,8 +198,8 @@ def compare_panel_terms(
     with warnings.catch_warnings():
         # ArviZ warns of high Pareto k; the scores count those units instead
         warnings.filterwarnings("ignore", message=".*Pareto distribution", category=UserWarning)
-        table = az.compare(trees, var_name=POINTWISE_NAME, round_to="none")
         loos = {n: az.loo(t, var_name=POINTWISE_NAME, pointwise=True) for n, t in trees.items()}
+    table = az.compare(loos, round_to="none")  # ranks the LOO results above, computed once
     terms = {"panel": _terms(choices), "pooled": _terms(panel_choices(df, pooled_spec))}
     scores = []
     for name, row in table.iterrows():

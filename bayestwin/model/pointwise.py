@@ -30,6 +30,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy.special import gammaln
 
 from bayestwin.model.panel_terms import scale_prior
 from bayestwin.model.spec import TwinModelSpec
@@ -39,6 +41,7 @@ __all__ = [
     "NEWTON_STEPS",
     "POINTWISE_NAME",
     "UNIT_DIM",
+    "cell_index",
     "gauss_hermite",
     "unit_log_likelihood",
 ]
@@ -52,6 +55,38 @@ NEWTON_STEPS = 8
 #: The deterministic that holds each unit's log likelihood, and its dimension.
 POINTWISE_NAME = "unit_loglik"
 UNIT_DIM = "loo_unit"
+
+
+def cell_index(df: pd.DataFrame, design: pd.DataFrame, spec: TwinModelSpec) -> dict[str, Any]:
+    """The unit index of the cell layout's likelihood rows.
+
+    Parameters
+    ----------
+    df : DataFrame
+        The validated history rows.
+    design : DataFrame
+        One row per (unit, period, design) cell (the collapsed history).
+    spec : TwinModelSpec
+        The columns and the family.
+
+    Returns
+    -------
+    dict
+        ``cell_unit_ids`` (the sorted unit ids), ``cell_unit`` (each cell's index into
+        them) and, for poisson, ``unit_log_factorial`` (each unit's sum of ``log y!``
+        over its rows, the constant a collapsed total loses).
+    """
+    ids = df[spec.unit_column].astype(str)
+    unit_ids = np.array(sorted(ids.unique()), dtype=str)
+    out: dict[str, Any] = {
+        "cell_unit_ids": unit_ids,
+        "cell_unit": np.searchsorted(unit_ids, design[spec.unit_column].astype(str).to_numpy()),
+    }
+    if spec.family == "poisson":
+        y = df[spec.outcome].to_numpy(dtype=float)
+        log_fact = pd.Series(gammaln(y + 1.0)).groupby(ids.to_numpy()).sum()
+        out["unit_log_factorial"] = log_fact.reindex(unit_ids).to_numpy()
+    return out
 
 
 def gauss_hermite(n: int = GH_NODES) -> tuple[np.ndarray, np.ndarray]:

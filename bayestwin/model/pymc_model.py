@@ -59,7 +59,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import gammaln
 
 from bayestwin.core.posterior import FeatureEncoder
 from bayestwin.errors import InvalidInputError
@@ -74,6 +73,7 @@ from bayestwin.model.panel_terms import (
     samples_units,
     scale_prior,
 )
+from bayestwin.model.pointwise import cell_index, unit_log_likelihood
 from bayestwin.model.spec import TwinModelSpec, TwinPriors
 
 __all__ = ["build_design", "build_pymc_model", "centred_effects", "centred_intercepts"]
@@ -114,11 +114,8 @@ def build_design(df: pd.DataFrame, spec: TwinModelSpec, *, cells: bool = False) 
     spec : TwinModelSpec
         What is fitted.
     cells : bool
-        Lay the rows out as one likelihood row per (unit, period, design) whatever the
-        model's panel terms, without the block layout, and add ``cell_unit`` (each
-        row's unit index), ``cell_unit_ids`` (the sorted unit ids) and, for poisson,
-        ``unit_log_factorial`` (each unit's sum of ``log y!``): the layout of the
-        per-unit log likelihood (:mod:`bayestwin.model.pointwise`).
+        One likelihood row per (unit, period, design) whatever the panel terms, no block
+        layout, with the unit index of :func:`bayestwin.model.pointwise.cell_index`.
 
     Returns
     -------
@@ -187,14 +184,7 @@ def build_design(df: pd.DataFrame, spec: TwinModelSpec, *, cells: bool = False) 
     add_panel_design(d, df, design, spec, choices, types)
     if cells:
         d.pop("blocks", None)
-        ids = df[spec.unit_column].astype(str)
-        d["cell_unit_ids"] = np.array(sorted(ids.unique()), dtype=str)
-        d["cell_unit"] = np.searchsorted(
-            d["cell_unit_ids"], design[spec.unit_column].astype(str).to_numpy()
-        )
-        if spec.family == "poisson":
-            log_fact = pd.Series(gammaln(y_all + 1.0)).groupby(ids.to_numpy()).sum()
-            d["unit_log_factorial"] = log_fact.reindex(d["cell_unit_ids"]).to_numpy()
+        d.update(cell_index(df, design, spec))
     return d
 
 
@@ -359,7 +349,6 @@ def build_pymc_model(d: dict[str, Any], spec: TwinModelSpec, *, pointwise: bool 
     import pymc as pm
 
     from bayestwin.model.experiment_terms import experiment_likelihood, history_bias
-    from bayestwin.model.pointwise import unit_log_likelihood
 
     enc: FeatureEncoder = d["encoder"]
     coords = {
