@@ -158,8 +158,11 @@ def test_lazy_unit_offsets_give_the_dense_results_bit_for_bit(family: str, dtype
     dense = ue.draws(twins, np.random.default_rng(9), dtype=dtype)
     assert isinstance(lazy, UnitOffsets) and lazy.shape == dense.shape == (250, D)
     np.testing.assert_array_equal(np.asarray(lazy), dense)
-    # each row: the unit's mean and sd, without Monte Carlo noise in its moments
+    # the positions kept by a caller give the same rows as the ids
     idx = ue.index_of(twins)
+    at = ue.lazy_draws_at(idx, np.random.default_rng(9), dtype=dtype)
+    np.testing.assert_array_equal(np.asarray(at), dense)
+    # each row: the unit's mean and sd, without Monte Carlo noise in its moments
     np.testing.assert_allclose(dense.mean(axis=1), ue.mean[idx], atol=1e-5)
     np.testing.assert_allclose(dense.std(axis=1), ue.sd[idx], rtol=2e-3)
     post = _panel_model(ue, family=family).posterior

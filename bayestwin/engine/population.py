@@ -48,12 +48,16 @@ class TargetPopulation:
         The units' features and segment indices.
     unit_ids : ndarray of str
         ``frame["unit_id"]``.
+    unit_index : ndarray of int, optional
+        Each unit's position among the posterior's unit effects (-1: a unit the
+        history lacks), when already known; looked up from ``unit_ids`` otherwise.
     """
 
     frame: pd.DataFrame
     posterior: TwinPosterior
     encoded: EncodedUnits
     unit_ids: NDArray
+    unit_index: NDArray | None = None
 
 
 def _from_ids(model: FittedTwinModel, ids: Sequence[object]) -> pd.DataFrame:

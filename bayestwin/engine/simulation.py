@@ -150,6 +150,7 @@ class _PopulationCache:
     encoded: EncodedUnits
     unit_ids: NDArray
     unit_id_strings: NDArray
+    unit_index: NDArray | None
 
 
 def _check_horizon(horizon: object) -> int:
@@ -247,10 +248,13 @@ class SimulationEngine:
         cached = self._cache.get(model)
         if cached is None:
             ids = model.population["unit_id"].to_numpy()
+            strings = np.array([str(u) for u in ids], dtype=object)
+            effects = model.posterior.unit_effects
             cached = _PopulationCache(
                 encoded=EncodedUnits.from_frame(model.posterior, model.population),
                 unit_ids=ids,
-                unit_id_strings=np.array([str(u) for u in ids], dtype=object),
+                unit_id_strings=strings,
+                unit_index=None if effects is None else effects.index_of(strings),
             )
             self._cache[model] = cached
         return cached
@@ -361,6 +365,7 @@ class SimulationEngine:
             posterior=model.posterior,
             encoded=cache.encoded,
             unit_ids=cache.unit_id_strings,
+            unit_index=cache.unit_index,
         )
 
     def _draw(
@@ -388,9 +393,14 @@ class SimulationEngine:
         post = target.posterior
         rng = np.random.default_rng([seed, 1])
         units = None
-        ids = target.unit_ids[twins.unique_rows]
         if post.unit_effects is not None:
-            units = post.unit_effects.lazy_draws(ids, rng, dtype=self.dtype)
+            rows = twins.unique_rows
+            idx = (
+                post.unit_effects.index_of(target.unit_ids[rows])
+                if target.unit_index is None
+                else target.unit_index[rows]
+            )
+            units = post.unit_effects.lazy_draws_at(idx, rng, dtype=self.dtype)
         shifts: list[NDArray | None] = [None]
         if post.time_scale is not None:
             shifts = list(time_effect_draws(post.time_scale, horizon, rng))
