@@ -37,7 +37,12 @@ unit's effect is integrated out in closed form where the family allows it:
   period, design) cell. Measured on a bernoulli history of 1,000 units x 8 periods (one
   chain, 300 + 300 draws), this took 24 s against 71 s for Gauss-Hermite quadrature over
   ``u_i`` with 24 nodes: the quadrature needed fewer leapfrog steps (19 against 31), but
-  each cost 24 times the likelihood.
+  each cost 24 times the likelihood. They stay non-centred even on a long panel: on a
+  bernoulli history of 400 units x 50 periods with little unit heterogeneity (2 chains,
+  300 + 300 draws) the centred form ``u_i ~ Normal(0, sigma_unit)`` mixed far worse
+  (min bulk ESS 2.6 and r_hat 2.3 against 79 and 1.02, 47 leapfrog steps per draw
+  against 31): whether a unit's rows pin its effect down depends on ``sigma_unit``
+  itself, which a rule fixed before the fit cannot know.
 
 **Blocks.** Within a unit, cells that share a design (segment, features, intervention,
 intensity) differ only by the period effect, so the integrated likelihoods are computed
