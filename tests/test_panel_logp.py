@@ -148,20 +148,24 @@ def _flat(d: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("family", "adoption", "seed"),
+    ("family", "adoption", "seed", "varying"),
     [
-        ("poisson", "staggered", 3),
-        ("poisson", "on_off", 4),
-        ("gaussian", "staggered", 5),
-        ("gaussian", "on_off", 6),
+        ("poisson", "staggered", 3, True),
+        ("poisson", "on_off", 4, True),
+        ("gaussian", "staggered", 5, True),
+        ("gaussian", "on_off", 6, True),
+        ("poisson", "staggered", 9, False),
+        ("gaussian", "on_off", 10, False),
     ],
 )
 def test_block_log_density_equals_the_cells_and_scipy(
-    family: str, adoption: str, seed: int
+    family: str, adoption: str, seed: int, varying: bool
 ) -> None:
-    df, spec = _history(family, adoption, seed)
+    df, spec = _history(family, adoption, seed, varying_feature=varying)
     d = build_design(df, spec)
     assert "blocks" in d
+    # features fixed within every unit: the unit terms are computed once per unit
+    assert ("unit_x" in d["blocks"]) is not varying
     n_units, n_q, n_periods = d["blocks"]["shape"]
     assert n_q > 1  # units with several designs (intensities, moving feature)
     assert d["blocks"]["count"].sum() == len(df)
@@ -183,8 +187,9 @@ def test_block_log_density_equals_the_cells_and_scipy(
         assert float(logp_b(point)) == pytest.approx(float(logp_c(point)), rel=RTOL)
 
 
-def test_block_gradient_equals_the_cells() -> None:
-    df, spec = _history("poisson", "on_off", 7)
+@pytest.mark.parametrize("varying", [True, False])
+def test_block_gradient_equals_the_cells(varying: bool) -> None:
+    df, spec = _history("poisson", "on_off", 7, varying_feature=varying)
     d = build_design(df, spec)
     blocks, cells = build_pymc_model(d, spec), build_pymc_model(_flat(d), spec)
     grad_b, grad_c = blocks.compile_dlogp(mode=MODE), cells.compile_dlogp(mode=MODE)
@@ -341,3 +346,26 @@ def test_unit_log_likelihood_is_each_units_integrated_density(
         *params, loglik = values(point)
         ref = _unit_reference(df, d, spec, dict(zip(names, params, strict=True)), units)
         np.testing.assert_allclose(loglik, ref, rtol=tol)
+
+
+def test_block_exposure_by_count_pattern_equals_the_grid() -> None:
+    """Exposures from the distinct rows of counts equal the product over the grid."""
+    import pytensor.tensor as pt
+
+    from bayestwin.model.panel_terms import _block_exposure
+
+    rng = np.random.default_rng(3)
+    n_units, n_q, n_cols = 40, 2, 5
+    rows = np.array([[1, 1, 0, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=float)
+    count = rows[rng.integers(0, 3, n_units * n_q)].reshape(n_units, n_q, n_cols)
+    patterns, pattern = np.unique(count.reshape(-1, n_cols), axis=0, return_inverse=True)
+    b = rng.normal(size=n_cols)
+    want = (count * np.exp(b)).sum(axis=2)
+    few = {"shape": count.shape, "count": count, "count_patterns": patterns}
+    for bl in (
+        {**few, "count_pattern": pattern.ravel()},  # 3 rows for 80 blocks: gathered
+        {**few, "count_pattern": pattern.ravel()[:8], "shape": (4, 2, n_cols)},
+    ):
+        grid = bl["count"][: bl["shape"][0]]
+        got = _block_exposure({**bl, "count": grid}, pt.exp(pt.as_tensor_variable(b))).eval()
+        np.testing.assert_allclose(got, want[: bl["shape"][0]], rtol=1e-12)

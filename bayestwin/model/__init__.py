@@ -10,7 +10,9 @@ nothing; import from the submodules:
 * :mod:`~bayestwin.model.spec`: ``TwinModelSpec``, ``TwinPriors``, ``SamplerSettings``,
   ``DiagnosticThresholds``, ``default_spec``;
 * :mod:`~bayestwin.model.history`: ``check_history``, ``collapse_history``;
-* :mod:`~bayestwin.model.pymc_model`: the PyMC graph and its parameterisation;
+* :mod:`~bayestwin.model.pymc_model`: the PyMC graph and its parameterisation, with
+  :mod:`~bayestwin.model.centring` (centred or non-centred, level by level) and
+  :mod:`~bayestwin.model.panel_terms` (unit and period effects);
 * :mod:`~bayestwin.model.fit`: ``TwinGenerator``, ``fit_all``;
 * :mod:`~bayestwin.model.diagnostics`: ``compute_diagnostics``;
 * :mod:`~bayestwin.model.fitted`: ``FittedTwinModel``, ``Diagnostics``;

@@ -29,7 +29,7 @@ The model is the hierarchical GLM of DESIGN.md::
   ``tau_type[k] ~ Normal(mu_tau, sigma_type)``,
   ``tau[k, seg] ~ Normal(tau_type[k], sigma_seg)``) samples far better
   (``intercept_parameterization``, ``effect_parameterization``; see
-  :func:`centred_intercepts` and :func:`centred_effects`);
+  :mod:`bayestwin.model.centring`);
 * a history with a single segment (no grouping column, or one value) has no
   segment-level hierarchy: ``a = mu_a`` and ``tau[k, seg] = tau_type[k]``, with no
   ``sigma_a`` or ``sigma_seg`` (scales no data inform);
@@ -62,6 +62,7 @@ import pandas as pd
 
 from bayestwin.core.posterior import FeatureEncoder
 from bayestwin.errors import InvalidInputError
+from bayestwin.model.centring import centred_effects, centred_intercepts
 from bayestwin.model.history import collapse_history
 from bayestwin.model.panel_terms import (
     add_panel_design,
@@ -76,12 +77,7 @@ from bayestwin.model.panel_terms import (
 from bayestwin.model.pointwise import cell_index, unit_log_likelihood
 from bayestwin.model.spec import TwinModelSpec, TwinPriors
 
-__all__ = ["build_design", "build_pymc_model", "centred_effects", "centred_intercepts"]
-
-#: A level of the effect hierarchy is centred when every group's likelihood sd is below
-#: this share of the level's prior scale (see :func:`centred_effects`).
-_EFFECT_CENTRING_FACTOR = 0.1
-
+__all__ = ["build_design", "build_pymc_model"]
 
 # -- the design arrays -------------------------------------------------------------------
 
@@ -195,109 +191,6 @@ def _link_of_mean(family: str, ybar: float) -> float:
     if family in ("poisson", "neg_binomial"):
         return float(np.log(max(ybar, 1e-3)))
     return 0.0
-
-
-# -- centred or non-centred --------------------------------------------------------------
-
-
-def _pinned_down(n_rows: float, weight: float, scale: float) -> bool:
-    """Whether ``n_rows`` rows of Fisher weight ``weight`` give a likelihood sd under ``scale``."""
-    return bool(1.0 / np.sqrt(max(float(n_rows) * weight, 1e-12)) < scale)
-
-
-def _family_weight(df: pd.DataFrame, spec: TwinModelSpec) -> float:
-    """Fisher weight of one row at the mean outcome, on the link scale."""
-    ybar = float(df[spec.outcome].to_numpy(dtype=float).mean())
-    return {
-        "bernoulli": ybar * (1 - ybar),
-        "poisson": ybar,
-        "neg_binomial": ybar,
-    }.get(spec.family, 1.0)
-
-
-def centred_intercepts(df: pd.DataFrame, spec: TwinModelSpec) -> bool:
-    """Whether to centre the segment intercepts.
-
-    A centred hierarchy samples well when the data pin every segment's intercept down
-    far more tightly than the prior spreads them; a non-centred one when they do not
-    (Betancourt and Girolami, 2015). ``"auto"`` compares the approximate likelihood sd
-    of each segment's intercept, ``1 / sqrt(n_s * w)`` with ``w`` the family's weight at
-    the mean outcome (``p (1 - p)`` for bernoulli, the mean for counts, 1 for the
-    standardised gaussian), with half the prior scale of the segment deviations, and
-    centres only when every segment is below it.
-
-    Parameters
-    ----------
-    df : DataFrame
-        Validated history rows.
-    spec : TwinModelSpec
-        Its ``intercept_parameterization`` decides unless it is ``"auto"``.
-
-    Returns
-    -------
-    bool
-        True for the centred form.
-    """
-    choice = spec.intercept_parameterization
-    if choice != "auto":
-        return choice == "centred"
-    n_min = df.groupby(spec.segment_column).size().min()
-    return _pinned_down(n_min, _family_weight(df, spec), 0.5 * spec.priors.segment_sd)
-
-
-def centred_effects(
-    df: pd.DataFrame, spec: TwinModelSpec, types: tuple[str, ...]
-) -> tuple[bool, bool]:
-    """Whether to centre the type means and the type x segment effects.
-
-    When the data pin every effect of a level down, a non-centred level leaves a funnel
-    between its scale and its standardised deviations (divergences, poor r_hat); when
-    some group is sparse, the centred form has the funnel instead. The rule of
-    :func:`centred_intercepts`, level by level, made stricter: a level is centred when
-    the approximate likelihood sd of every group's effect, ``1 / sqrt(n w)`` with ``n``
-    the treated rows of the group and ``w`` the family's weight, is below a tenth of the
-    prior scale of that level (``effect_type_sd`` for the type means,
-    ``effect_segment_sd`` for the effects per segment). Effects often vary far less
-    across groups than the prior scale allows, and a centred level whose true scale is
-    small has its own funnel: half the prior scale centred too eagerly (divergences on
-    data sets where the non-centred form had none). A level with a single group has no
-    deviations and stays as it is.
-
-    Parameters
-    ----------
-    df : DataFrame
-        Validated history rows.
-    spec : TwinModelSpec
-        Its ``effect_parameterization`` decides unless it is ``"auto"``.
-    types : tuple of str
-        The intervention types, in the model's order.
-
-    Returns
-    -------
-    tuple of bool
-        (centre the type means, centre the type x segment effects).
-    """
-    choice = spec.effect_parameterization
-    n_seg = df[spec.segment_column].nunique()
-    if choice != "auto":
-        return (choice == "centred" and len(types) > 1, choice == "centred" and n_seg > 1)
-    w = _family_weight(df, spec)
-    treated = df[df[spec.intervention_column] != ""]
-    per_type = treated.groupby(spec.intervention_column).size().reindex(types, fill_value=0)
-    per_cell = (
-        treated.groupby([spec.intervention_column, spec.segment_column])
-        .size()
-        .reindex(
-            pd.MultiIndex.from_product([types, sorted(df[spec.segment_column].unique())]),
-            fill_value=0,
-        )
-    )
-
-    pr, f = spec.priors, _EFFECT_CENTRING_FACTOR
-    return (
-        len(types) > 1 and _pinned_down(per_type.min(), w, f * pr.effect_type_sd),
-        n_seg > 1 and _pinned_down(per_cell.min(), w, f * pr.effect_segment_sd),
-    )
 
 
 # -- the graph ---------------------------------------------------------------------------
@@ -452,10 +345,14 @@ def _linear_predictor(
     )
 
     src = d.get("blocks", d)
-    x = pt.as_tensor_variable(src["x"])
-    eta = a[src["seg"]] + (x @ beta if src["x"].shape[1] else 0.0)
+    per_unit = "unit_x" in src  # blocks whose unit terms are computed once per unit
+    x, seg = (src["unit_x"], src["unit_seg"]) if per_unit else (src["x"], src["seg"])
+    eta = a[seg] + (pt.as_tensor_variable(x) @ beta if x.shape[1] else 0.0)
+    if per_unit:
+        eta = pt.repeat(eta, src["shape"][1])
     rows = np.flatnonzero(src["treated"] > 0)
     if rows.size:
+        rows = rows[np.argsort(src["k"][rows], kind="stable")]  # grouped by type
         k = src["k"][rows]
         s = src["intensity"][rows]
         g = pt.expm1(-rate * s) / pt.expm1(-rate)
@@ -463,7 +360,15 @@ def _linear_predictor(
             g = pt.where(s > 0, jump + (1.0 - jump) * g, 0.0)
         het = tau[k, src["seg"][rows]]
         if src["z"].shape[1]:
-            het = het + (gamma[k] * src["z"][rows]).sum(axis=1)
+            # one product per type over its rows, not a row-wise gather of gamma
+            cut = np.searchsorted(k, np.arange(len(d["types"]) + 1))
+            het = het + pt.concatenate(
+                [
+                    pt.dot(src["z"][rows[lo:hi]], gamma[j])
+                    for j, (lo, hi) in enumerate(zip(cut[:-1], cut[1:], strict=True))
+                    if hi > lo
+                ]
+            )
         eta = pt.inc_subtensor(eta[rows], g * het)
     if "blocks" in d:
         return eta.reshape(d["blocks"]["shape"][:2])
