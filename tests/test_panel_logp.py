@@ -369,3 +369,23 @@ def test_block_exposure_by_count_pattern_equals_the_grid() -> None:
         grid = bl["count"][: bl["shape"][0]]
         got = _block_exposure({**bl, "count": grid}, pt.exp(pt.as_tensor_variable(b))).eval()
         np.testing.assert_allclose(got, want[: bl["shape"][0]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "gaussian"])
+def test_unit_terms_once_per_unit_give_the_same_log_density(family: str) -> None:
+    """Sampled unit effects (bernoulli) and cells: the unit terms spread per row agree."""
+    df, spec = _history(family, "staggered", 11, varying_feature=False)
+    if family == "gaussian":
+        spec = spec.model_copy(update={"unit_likelihood": "sampled"})
+    d = build_design(df, spec)
+    assert "blocks" not in d and "unit_x" in d
+    rows = {k: v for k, v in d.items() if k not in ("unit_x", "unit_seg")}
+    once, per_row = build_pymc_model(d, spec), build_pymc_model(rows, spec)
+    logp_o, logp_r = once.compile_logp(mode=MODE), per_row.compile_logp(mode=MODE)
+    grad_o, grad_r = once.compile_dlogp(mode=MODE), per_row.compile_dlogp(mode=MODE)
+    for point in _points(once, 3, 11):
+        assert float(logp_o(point)) == pytest.approx(float(logp_r(point)), rel=RTOL)
+        np.testing.assert_allclose(grad_o(point), grad_r(point), rtol=RTOL, atol=1e-9)
+    # a feature that moves within a unit keeps the row-wise terms
+    moved, _ = _history(family, "staggered", 11, varying_feature=True)
+    assert "unit_x" not in build_design(moved, spec)

@@ -345,11 +345,11 @@ def _linear_predictor(
     )
 
     src = d.get("blocks", d)
-    per_unit = "unit_x" in src  # blocks whose unit terms are computed once per unit
+    per_unit = "unit_x" in src  # unit terms computed once per unit, then spread
     x, seg = (src["unit_x"], src["unit_seg"]) if per_unit else (src["x"], src["seg"])
     eta = a[seg] + (pt.as_tensor_variable(x) @ beta if x.shape[1] else 0.0)
     if per_unit:
-        eta = pt.repeat(eta, src["shape"][1])
+        eta = pt.repeat(eta, src["shape"][1]) if "blocks" in d else eta[d["unit"]]
     rows = np.flatnonzero(src["treated"] > 0)
     if rows.size:
         rows = rows[np.argsort(src["k"][rows], kind="stable")]  # grouped by type
