@@ -4,7 +4,7 @@
 an :class:`~bayestwin.errors.InvalidInputError` (code ``"invalid_history"``) whose
 ``field`` is the column at fault. :func:`collapse_history` turns rows sharing a design
 into sufficient statistics, and :func:`latest_population` keeps each unit's latest row:
-who twins are drawn from.
+who twins are drawn from. :func:`unit_index` numbers the units of the likelihood rows.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pandas as pd
 from bayestwin.errors import InvalidInputError
 from bayestwin.model.spec import IMPLICIT_SEGMENT, TwinModelSpec
 
-__all__ = ["check_history", "collapse_history", "latest_population"]
+__all__ = ["check_history", "collapse_history", "latest_population", "unit_index"]
 
 
 def _invalid(message: str, column: str | None = None) -> InvalidInputError:
@@ -277,3 +277,21 @@ def latest_population(df: pd.DataFrame, spec: TwinModelSpec) -> pd.DataFrame:
         pop = pop.rename(columns={spec.unit_column: "unit_id"})
     pop["unit_id"] = pop["unit_id"].astype(str)
     return pop
+
+
+def unit_index(
+    df: pd.DataFrame, design: pd.DataFrame, spec: TwinModelSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """The history's sorted unit ids (as strings) and each design row's index into them.
+
+    Parameters
+    ----------
+    df : DataFrame
+        The validated history rows.
+    design : DataFrame
+        The likelihood rows (the collapsed history), with the unit column.
+    spec : TwinModelSpec
+        Names the unit column.
+    """
+    unit_ids = np.array(sorted(df[spec.unit_column].astype(str).unique()), dtype=str)
+    return unit_ids, np.searchsorted(unit_ids, design[spec.unit_column].astype(str).to_numpy())

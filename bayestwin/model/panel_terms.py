@@ -87,6 +87,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayestwin.model.history import unit_index
 from bayestwin.model.spec import TwinModelSpec, TwinPriors
 
 #: Most grid slots per likelihood cell for the block layout (:func:`_block_layout`).
@@ -101,6 +102,7 @@ __all__ = [
     "sampled_unit_term",
     "samples_units",
     "scale_prior",
+    "unit_constant_terms",
 ]
 
 
@@ -198,9 +200,8 @@ def add_panel_design(
     d["choices"] = choices
     if choices.units:
         ids = df[spec.unit_column].astype(str)
-        unit_ids = np.array(sorted(ids.unique()), dtype=str)
+        unit_ids, d["unit"] = unit_index(df, design, spec)
         d["unit_ids"] = unit_ids
-        d["unit"] = np.searchsorted(unit_ids, design[spec.unit_column].astype(str).to_numpy())
         itype = df[spec.intervention_column].to_numpy()
         shares = pd.DataFrame({t: itype == t for t in types}).astype(float)
         shares["__unit"] = ids.to_numpy()

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
+from bayestwin.model.history import unit_index
 from bayestwin.model.panel_terms import scale_prior
 from bayestwin.model.spec import TwinModelSpec
 
@@ -76,15 +77,12 @@ def cell_index(df: pd.DataFrame, design: pd.DataFrame, spec: TwinModelSpec) -> d
         them) and, for poisson, ``unit_log_factorial`` (each unit's sum of ``log y!``
         over its rows, the constant a collapsed total loses).
     """
-    ids = df[spec.unit_column].astype(str)
-    unit_ids = np.array(sorted(ids.unique()), dtype=str)
-    out: dict[str, Any] = {
-        "cell_unit_ids": unit_ids,
-        "cell_unit": np.searchsorted(unit_ids, design[spec.unit_column].astype(str).to_numpy()),
-    }
+    unit_ids, unit = unit_index(df, design, spec)
+    out: dict[str, Any] = {"cell_unit_ids": unit_ids, "cell_unit": unit}
     if spec.family == "poisson":
         y = df[spec.outcome].to_numpy(dtype=float)
-        log_fact = pd.Series(gammaln(y + 1.0)).groupby(ids.to_numpy()).sum()
+        ids = df[spec.unit_column].astype(str).to_numpy()
+        log_fact = pd.Series(gammaln(y + 1.0)).groupby(ids).sum()
         out["unit_log_factorial"] = log_fact.reindex(unit_ids).to_numpy()
     return out
 
