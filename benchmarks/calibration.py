@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=int, default=500, help="posterior draws per chain")
     p.add_argument("--tune", type=int, default=500, help="tuning steps per chain")
     p.add_argument("--chains", type=int, default=2)
+    p.add_argument(
+        "--gate-draws",
+        type=int,
+        default=0,
+        help="refit a fit that misses the gate on ESS or r_hat with the draws per chain "
+        "its ESS asks for, up to this many (0: never)",
+    )
     p.add_argument("--twins", type=int, default=2000, help="twins per simulation")
     p.add_argument(
         "--workers",
@@ -125,6 +132,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--placebos", type=int, default=8, help="placebo types per rehearsal")
     p.add_argument("--first", type=int, default=None, help="run only the first N worlds")
     p.add_argument(
+        "--families",
+        default=None,
+        help="run only the worlds of these outcome families (comma-separated), after drawing",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="render the report again from the records already in --out (no fitting)",
@@ -172,6 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bayestwin.calibration.loop import with_experiments
 
         configs = with_experiments(configs, ks)
+    if args.families:
+        wanted = {f.strip() for f in args.families.split(",") if f.strip()}
+        from bayestwin.core.families import FAMILIES
+
+        known = {c.family for c in configs}
+        if not wanted <= set(FAMILIES):
+            raise SystemExit(f"--families: {sorted(wanted)}; allowed: {', '.join(FAMILIES)}")
+        configs = [c for c in configs if c.family in wanted]
+        if not configs:
+            raise SystemExit(f"--families: no world of {sorted(wanted)} among {sorted(known)}")
     if args.first is not None:
         configs = configs[: args.first]
     workers = max(1, args.workers)
@@ -185,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rehearsal=args.rehearsal,
         placebos=args.placebos,
         experiment_n_per_arm=args.experiment_n,
+        gate_draws=args.gate_draws,
     )
     start = time.perf_counter()
 

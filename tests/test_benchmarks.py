@@ -38,3 +38,12 @@ def test_simulation_benchmark_writes_its_report(
     assert set(size["targets_met"]) == {"within_2x_of_floor"}
     text = (tmp_path / "bench_simulation.md").read_text()
     assert "| 400 x 60 |" in text and "engine_one_thread" in text
+
+
+def test_calibration_families_filter_refuses_unknown_families(tmp_path: Path) -> None:
+    main = _load("calibration").main
+    with pytest.raises(SystemExit, match="--families: \\['binomial'\\]; allowed: bernoulli"):
+        main(["--worlds", "4", "--families", "binomial", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no world of \\['gaussian'\\]"):
+        main(["--worlds", "2", "--families", "gaussian", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # refused before any world ran

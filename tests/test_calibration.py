@@ -4,6 +4,7 @@ import json
 import math
 import os
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,9 @@ from bayestwin.calibration import (
     unit_data,
     write_report,
 )
+from bayestwin.calibration.gate import GATE_MARGIN, gate_draws_needed
 from bayestwin.core.intervals import INTERVAL_LEVELS
+from bayestwin.model.spec import DiagnosticThresholds
 from bayestwin.synthetic import generate_synthetic_twin_data
 
 
@@ -421,3 +424,50 @@ def test_small_calibration_run_writes_the_report(tmp_path: object) -> None:
     again = read_run(tmp_path)  # type: ignore[arg-type]
     assert again.wall_seconds == pytest.approx(run.wall_seconds)
     assert summarize(again)["acceptance"] == report["acceptance"]
+
+
+def _diag(bulk: float, tail: float, r_hat: float = 1.0, div: int = 0, bfmi: float = 0.9) -> Any:
+    from bayestwin.model.fitted import Diagnostics
+
+    t = DiagnosticThresholds()
+    passed = bulk >= t.min_ess_bulk and tail >= t.min_ess_tail and r_hat <= t.max_r_hat
+    return Diagnostics(r_hat, bulk, tail, div, bfmi, passed and div == 0 and bfmi >= 0.3)
+
+
+def test_gate_draws_scale_with_the_worst_ess() -> None:
+    t = DiagnosticThresholds()  # 400 bulk and tail
+    # bulk 100 of 500 draws: 4x the draws, times the margin
+    assert gate_draws_needed(_diag(100, 300), t, 500, 10_000) == math.ceil(GATE_MARGIN * 2000)
+    # the tail is the worse one
+    assert gate_draws_needed(_diag(350, 200), t, 500, 10_000) == math.ceil(GATE_MARGIN * 1000)
+    assert gate_draws_needed(_diag(100, 300), t, 500, 1500) == 1500  # capped
+    # nearly there: still at least one more draw than before
+    assert gate_draws_needed(_diag(399.9, 500), t, 500, 10_000) == math.ceil(
+        GATE_MARGIN * 500 * 400 / 399.9
+    )
+    # r_hat alone: twice the draws, with the margin
+    assert gate_draws_needed(_diag(900, 900, r_hat=1.03), t, 500, 10_000) == 1300
+
+
+def test_gate_draws_refuse_what_more_draws_cannot_mend() -> None:
+    t = DiagnosticThresholds()
+    assert gate_draws_needed(_diag(900, 900), t, 500, 10_000) is None  # passed
+    assert gate_draws_needed(_diag(100, 100), t, 500, 0) is None  # refits off
+    assert gate_draws_needed(_diag(100, 100), t, 500, 500) is None  # no room
+    assert gate_draws_needed(_diag(100, 100, div=3), t, 500, 10_000) is None
+    assert gate_draws_needed(_diag(100, 100, bfmi=0.1), t, 500, 10_000) is None
+
+
+@pytest.mark.slow
+def test_a_fit_that_misses_the_gate_is_sampled_again_with_more_draws() -> None:
+    config = draw_world_configs(3, random_seed=5, n_units=(250, 300))[2]  # gaussian
+    run = RunSettings(
+        draws=100, tune=150, chains=2, cores=1, twin_count=300, baselines=False, gate_draws=400
+    )
+    world = run_calibration([config], run, workers=1).worlds.iloc[0]
+    assert world["error"] is None or pd.isna(world["error"]), world["error"]
+    # 2 x 100 draws of a model with a hundred parameters miss 400 bulk ESS
+    assert world["first_min_ess_bulk"] < 400
+    assert world["fit_attempts"] == 2
+    assert 100 < world["draws_used"] <= 400
+    assert world["min_ess_bulk"] > world["first_min_ess_bulk"]

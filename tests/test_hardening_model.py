@@ -114,6 +114,44 @@ def test_sampling_runs_with_strict_floating_point(monkeypatch: pytest.MonkeyPatc
     assert bool(pytensor.config.numba__fastmath) == before  # restored afterwards
 
 
+def test_auto_adaptation_is_low_rank_for_small_models_only() -> None:
+    auto = model_fit.SamplerSettings()
+    limit = model_fit.LOW_RANK_MAX_DIM
+    assert model_fit.nutpie_adaptation(1, auto) == "low_rank"
+    assert model_fit.nutpie_adaptation(limit, auto) == "low_rank"
+    assert model_fit.nutpie_adaptation(limit + 1, auto) == "diag"
+    for chosen in ("diag", "low_rank"):
+        smp = model_fit.SamplerSettings(adaptation=chosen)
+        assert model_fit.nutpie_adaptation(1, smp) == chosen
+        assert model_fit.nutpie_adaptation(10 * limit, smp) == chosen
+    with pytest.raises(ValueError, match="adaptation"):
+        model_fit.SamplerSettings(adaptation="dense")
+
+
+def test_nutpie_receives_the_chosen_adaptation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nutpie
+    import pymc as pm
+
+    real = nutpie.sample
+    seen: list[str] = []
+
+    def recording(compiled: object, **kwargs: object) -> object:
+        seen.append(str(kwargs["adaptation"]))
+        return real(compiled, **kwargs)
+
+    monkeypatch.setattr(nutpie, "sample", recording)
+    with pm.Model() as toy:
+        pm.Normal("x", 1.0, 2.0, shape=3)
+    for chosen in ("auto", "diag"):
+        smp = model_fit.SamplerSettings(
+            adaptation=chosen, draws=200, tune=200, chains=1, cores=1, progressbar=False
+        )
+        trace = model_fit._sample_with(toy, smp)
+        # 200 draws of N(1, 2): the mean's standard error is about 0.14 per coordinate
+        assert abs(float(trace.posterior["x"].mean()) - 1.0) < 0.5
+    assert seen == ["low_rank", "diag"]
+
+
 # -- 12. pool workers end with their parent ------------------------------------------------
 
 _POOL = """

@@ -29,7 +29,8 @@ from bayestwin.calibration.baselines import (
     no_pooling_glm,
     unit_data,
 )
-from bayestwin.calibration.loop import draw_experiments, experiment_fields, rehearsal_fields
+from bayestwin.calibration.gate import fit_world
+from bayestwin.calibration.loop import experiment_fields, rehearsal_fields
 from bayestwin.calibration.pool import quiet_process, run_in_processes
 from bayestwin.calibration.records import (
     Baselines,
@@ -162,55 +163,6 @@ def _visible_features(
     return numeric
 
 
-def _fit(
-    config: WorldConfig,
-    run: RunSettings,
-    sd: SyntheticTwinData,
-    numeric: list[str],
-    world: dict[str, Any],
-) -> FittedTwinModel:
-    """Fit the twin model on the world's history (diagnostics recorded, not enforced).
-
-    A world with ``experiments > 0`` first runs them on its truth and gives them to
-    the fit (:func:`bayestwin.calibration.loop.draw_experiments`).
-    """
-    from bayestwin.model.fit import TwinGenerator
-    from bayestwin.model.spec import SamplerSettings, default_spec
-
-    spec = default_spec(
-        config.twin_type,
-        BRAND,
-        family=config.family,  # type: ignore[arg-type]
-        numeric_features=numeric,
-        categorical_features=sd.categorical_features,
-        sampler=SamplerSettings(
-            draws=run.draws,
-            tune=run.tune,
-            chains=run.chains,
-            cores=run.cores,
-            progressbar=False,
-            random_seed=config.seed,
-        ),
-    )
-    experiments = draw_experiments(config, run, sd, BRAND) if config.experiments else []
-    t_fit = time.perf_counter()
-    model = TwinGenerator(spec).fit(
-        sd.data, experiments=experiments, keep_trace=False, override_diagnostics=True
-    )
-    diag = model.diagnostics
-    world.update(
-        experiments_used=len(experiments),
-        experiment_types=",".join(e.intervention_type for e in experiments),
-        experiment_ses=",".join(f"{e.se:.6g}" for e in experiments),
-        fit_seconds=time.perf_counter() - t_fit,
-        diagnostics_passed=diag.passed,
-        max_r_hat=diag.max_r_hat,
-        min_ess_bulk=diag.min_ess_bulk,
-        divergences=diag.divergences,
-    )
-    return model
-
-
 def _baselines(
     data: UnitData | None,
     family: str,
@@ -322,7 +274,7 @@ def _run_world(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     sd = _draw_history(config)
     numeric = _visible_features(config, sd, world)
-    model = _fit(config, run, sd, numeric, world)
+    model = fit_world(config, run, sd, numeric, world, BRAND)
     # the baselines read one treatment per unit: none where it changes within a unit
     with_baselines = run.baselines and config.treatment_fixed
     data = unit_data(sd.data, numeric, sd.categorical_features) if with_baselines else None

@@ -443,6 +443,10 @@ class RunSettings:
     experiment_n_per_arm : int
         Units per arm of each real experiment a world with ``experiments > 0`` draws
         from its truth (:mod:`bayestwin.calibration.loop`).
+    gate_draws : int
+        Most draws per chain of the one refit of a fit that misses the diagnostics gate
+        on ESS or r_hat alone (:func:`bayestwin.calibration.gate.gate_draws_needed`);
+        0 never refits.
     """
 
     draws: int = 500
@@ -455,3 +459,4 @@ class RunSettings:
     rehearsal: bool = False
     placebos: int = 8
     experiment_n_per_arm: int = 400
+    gate_draws: int = 0

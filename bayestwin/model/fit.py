@@ -39,7 +39,14 @@ from bayestwin.model.unit_posterior import unit_effects_from_trace
 from bayestwin.schemas import ExperimentEvidence
 from bayestwin.vocabulary import TwinType
 
-__all__ = ["EXPERIMENTS_KEY", "REPRODUCIBLE_FLAGS", "TwinGenerator", "fit_all"]
+__all__ = [
+    "EXPERIMENTS_KEY",
+    "LOW_RANK_MAX_DIM",
+    "REPRODUCIBLE_FLAGS",
+    "TwinGenerator",
+    "fit_all",
+    "nutpie_adaptation",
+]
 
 #: The provenance key of the real experiments a fit used (count, ids, hash). The
 #: experiments are data, like the history (whose hash the provenance keeps too), so the
@@ -54,6 +61,18 @@ EXPERIMENTS_KEY = "experiments"
 #: into different draws (the first fit after the cache was emptied disagreed with every
 #: later fit of the same seed). Strict IEEE arithmetic gives one answer either way.
 REPRODUCIBLE_FLAGS: dict[str, Any] = {"numba__fastmath": False}
+
+#: The most free parameters for which ``adaptation="auto"`` picks nutpie's low-rank
+#: mass matrix. On the calibration session's random-assignment worlds (2,000-6,000 units
+#: x 12 periods, gaussian and poisson, about 100 free parameters, the unit effects
+#: integrated out) it halved the leapfrog steps per draw (38-50 to 16-24) and the fit
+#: time, and raised the min bulk ESS per second 1.2x to 4x on five of five worlds. With
+#: sampled unit effects it lost: at 550 bernoulli units (about 650 parameters) and 482
+#: negative binomial units it took the same 31 steps per draw at twice the time per
+#: step, and at 4,002 bernoulli units 1.5x the time for a lower min ESS; the few
+#: corrected directions do not pay for their cost per step over many weakly informed
+#: unit effects.
+LOW_RANK_MAX_DIM = 300
 
 
 class TwinGenerator:
@@ -184,6 +203,27 @@ def _sample(model: Any, smp: SamplerSettings) -> Any:
         return _sample_with(model, smp)
 
 
+def nutpie_adaptation(n_dim: int, smp: SamplerSettings) -> str:
+    """Choose the nutpie mass-matrix adaptation for a model of ``n_dim`` free parameters.
+
+    Parameters
+    ----------
+    n_dim : int
+        Free (unconstrained) parameters of the compiled model.
+    smp : SamplerSettings
+        Its ``adaptation`` decides unless it is ``"auto"``, which picks ``"low_rank"``
+        up to :data:`LOW_RANK_MAX_DIM` parameters and ``"diag"`` above.
+
+    Returns
+    -------
+    str
+        ``"low_rank"`` or ``"diag"``.
+    """
+    if smp.adaptation != "auto":
+        return smp.adaptation
+    return "low_rank" if n_dim <= LOW_RANK_MAX_DIM else "diag"
+
+
 def _sample_with(model: Any, smp: SamplerSettings) -> Any:
     if smp.backend == "nutpie":
         import nutpie
@@ -191,6 +231,7 @@ def _sample_with(model: Any, smp: SamplerSettings) -> Any:
         compiled = nutpie.compile_pymc_model(model)
         return nutpie.sample(
             compiled,
+            adaptation=nutpie_adaptation(int(compiled.n_dim), smp),
             draws=smp.draws,
             tune=smp.tune,
             chains=smp.chains,

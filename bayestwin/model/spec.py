@@ -105,7 +105,14 @@ class TwinPriors(BaseModel):
 
 
 class SamplerSettings(BaseModel):
-    """NUTS settings. ``backend`` picks nutpie (default), numpyro (JAX) or PyMC's own."""
+    """NUTS settings. ``backend`` picks nutpie (default), numpyro (JAX) or PyMC's own.
+
+    ``adaptation`` is nutpie's mass-matrix adaptation: ``"diag"`` (nutpie's diagonal,
+    from draw and gradient variances), ``"low_rank"`` (a diagonal corrected along the
+    posterior's strongest correlations) or ``"auto"``, low rank for models of at most
+    :data:`bayestwin.model.fit.LOW_RANK_MAX_DIM` free parameters and diagonal above
+    (see :func:`bayestwin.model.fit.nutpie_adaptation`). The other backends ignore it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -117,6 +124,7 @@ class SamplerSettings(BaseModel):
     target_accept: float = Field(0.95, gt=0, lt=1)
     random_seed: int | None = Field(0, ge=0)
     progressbar: bool = True
+    adaptation: Literal["auto", "diag", "low_rank"] = "auto"
 
 
 class DiagnosticThresholds(BaseModel):
