@@ -409,7 +409,7 @@ def test_small_calibration_run_writes_the_report(tmp_path: object) -> None:
         "digital_engagement",
     )
     assert run.worlds.loc[0, "assignment"] == "confounded_hidden"
-    for col in ("twin_ate", "twin_hit_0.95", "no_pooling_ate", "naive_ate", "true_ate"):
+    for col in ("twin_ate", "twin_hit_0.95", "twin_width_0.95", "no_pooling_ate", "true_ate"):
         assert col in run.effects
     assert np.isfinite(run.effects["twin_ate"]).all()
     assert not run.segments.empty
@@ -464,10 +464,14 @@ def test_a_fit_that_misses_the_gate_is_sampled_again_with_more_draws() -> None:
     run = RunSettings(
         draws=100, tune=150, chains=2, cores=1, twin_count=300, baselines=False, gate_draws=400
     )
-    world = run_calibration([config], run, workers=1).worlds.iloc[0]
+    result = run_calibration([config], run, workers=1)
+    world = result.worlds.iloc[0]
     assert world["error"] is None or pd.isna(world["error"]), world["error"]
     # 2 x 100 draws of a model with a hundred parameters miss 400 bulk ESS
     assert world["first_min_ess_bulk"] < 400
     assert world["fit_attempts"] == 2
     assert 100 < world["draws_used"] <= 400
     assert world["min_ess_bulk"] > world["first_min_ess_bulk"]
+    widths = result.effects["twin_width_0.95"]
+    # an equal-tailed 95% interval of roughly normal draws is about 3.92 sd wide
+    assert ((widths / result.effects["twin_sd"]).between(3.0, 5.0)).all()

@@ -117,6 +117,7 @@ def test_experiment_series_gives_the_expected_narrowing_of_tested_types() -> Non
             "kind": ["in_model", "in_model", "in_model+k3", "in_model+k3"],
             "intervention_type": ["A", "B", "A", "B"],
             "twin_sd": [0.2, 0.1, 0.1, 0.1],
+            "twin_width_0.95": [0.8, 0.4, 0.2, 0.6],
             "twin_hit_0.95": [True, True, True, False],
             "twin_hit_0.8": [True, False, True, False],
             "twin_rel_error": [0.1, 0.2, 0.05, 0.3],
@@ -130,6 +131,14 @@ def test_experiment_series_gives_the_expected_narrowing_of_tested_types() -> Non
     tested = k3["experimented"]
     assert tested["n"] == 1
     assert tested["median_sd_ratio"] == pytest.approx(0.5)
+    assert tested["median_width_ratio"] == pytest.approx(0.25)
+    assert k3["median_width_ratio"] == pytest.approx((0.25 + 1.5) / 2)
+    assert (
+        experiment_series(effects.drop(columns="twin_width_0.95"))["in_model"]["3"][
+            "median_width_ratio"
+        ]
+        is None
+    )  # records written before the widths were
     # combining N(., 0.2^2) with precisions 100 and 25: sd = (25 + 125) ** -0.5
     assert tested["median_expected_sd_ratio"] == pytest.approx((150**-0.5) / 0.2)
     # every type: A's expected ratio and B's 1, median of the two

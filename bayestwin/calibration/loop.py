@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from bayestwin.calibration.worlds import RunSettings, WorldConfig
 from bayestwin.core.calibration import wilson_interval
@@ -323,17 +324,18 @@ def experiment_series(
     -------
     dict or None
         ``{kind: {k: {"n", "coverage_0.95", "coverage_0.8", "median_rel_error",
-        "median_sd_ratio", "median_expected_sd_ratio", "experimented"}}}``: every
-        intervention type of the worlds; ``median_sd_ratio`` is the posterior sd over
-        the same (world, type)'s sd without experiments; ``median_expected_sd_ratio``
+        "median_sd_ratio", "median_width_ratio", "median_expected_sd_ratio",
+        "experimented"}}}``: every intervention type of the worlds; ``median_sd_ratio``
+        is the posterior sd over the same (world, type)'s sd without experiments,
+        ``median_width_ratio`` the same for the 95% interval's width (robust to the
+        heavy tails a history-bias term gives the posterior; None for records without
+        it); ``median_expected_sd_ratio``
         the ratio that combining the k = 0 posterior with the type's experiments as
         unbiased evidence would give, ``(1 + sd0**2 * sum 1 / se**2) ** -0.5`` (1 for an
         untested type; None without the records' ``experiment_precision``);
         ``experimented`` the same figures over the types an experiment tested. None
         when no world had experiments.
     """
-    from bayestwin.calibration.stats import coverage_summary
-
     if "kind" not in effects or effects.empty:
         return None
     kinds = effects["kind"].astype(str)
@@ -349,41 +351,61 @@ def experiment_series(
     frame = effects.assign(
         base_kind=base, k=k, base_world=effects["world_id"] % EXPERIMENT_ID_STRIDE
     )
-    sd0 = frame[frame["k"] == 0].set_index(["base_world", "intervention_type"])["twin_sd"]
     out: dict[str, Any] = {}
     for kind in sorted(frame.loc[frame["k"] > 0, "base_kind"].unique()):
         series: dict[str, Any] = {}
         for kk, grp in frame[frame["base_kind"] == kind].groupby("k"):
-            base_sd = sd0.reindex(
-                pd.MultiIndex.from_arrays([grp["base_world"], grp["intervention_type"]])
-            ).to_numpy(float)
+            base_sd = _at_k0(frame, grp, "twin_sd")
             ratio = grp["twin_sd"].to_numpy(float) / base_sd
+            width = (
+                grp["twin_width_0.95"].to_numpy(float) / _at_k0(frame, grp, "twin_width_0.95")
+                if "twin_width_0.95" in grp
+                else np.full(len(grp), np.nan)
+            )
             tested = grp["experimented"] if "experimented" in grp else grp["k"] < 0
             expected = (
                 (1.0 + base_sd**2 * grp["experiment_precision"].to_numpy(float)) ** -0.5
                 if "experiment_precision" in grp
                 else np.full(len(grp), np.nan)
             )
-
-            def figures(g: pd.DataFrame, r: np.ndarray, e: np.ndarray) -> dict[str, Any]:
-                return {
-                    "n": len(g),
-                    "coverage_0.95": coverage_summary(g["twin_hit_0.95"]),
-                    "coverage_0.8": coverage_summary(g["twin_hit_0.8"]),
-                    "median_rel_error": float(np.nanmedian(g["twin_rel_error"]))
-                    if len(g)
-                    else None,
-                    "median_sd_ratio": float(np.nanmedian(r)) if np.isfinite(r).any() else None,
-                    "median_expected_sd_ratio": float(np.nanmedian(e))
-                    if np.isfinite(e).any()
-                    else None,
-                }
-
-            entry = figures(grp, ratio, expected)
+            entry = _series_figures(grp, ratio, width, expected)
             mask = tested.to_numpy(bool)
             entry["experimented"] = (
-                figures(grp[mask], ratio[mask], expected[mask]) if mask.any() else None
+                _series_figures(grp[mask], ratio[mask], width[mask], expected[mask])
+                if mask.any()
+                else None
             )
             series[str(int(kk))] = entry
         out[kind] = series
     return out
+
+
+def _at_k0(frame: pd.DataFrame, grp: pd.DataFrame, column: str) -> NDArray[np.float64]:
+    """``column`` of the same (world, type) without experiments, row by row of ``grp``."""
+    k0 = frame[frame["k"] == 0].set_index(["base_world", "intervention_type"])[column]
+    keys = pd.MultiIndex.from_arrays([grp["base_world"], grp["intervention_type"]])
+    return k0.reindex(keys).to_numpy(float)
+
+
+def _median(values: NDArray[np.float64]) -> float | None:
+    return float(np.nanmedian(values)) if np.isfinite(values).any() else None
+
+
+def _series_figures(
+    g: pd.DataFrame,
+    sd_ratio: NDArray[np.float64],
+    width_ratio: NDArray[np.float64],
+    expected: NDArray[np.float64],
+) -> dict[str, Any]:
+    """Coverage, error and the medians of the ratios to k = 0 of one group of pairs."""
+    from bayestwin.calibration.stats import coverage_summary
+
+    return {
+        "n": len(g),
+        "coverage_0.95": coverage_summary(g["twin_hit_0.95"]),
+        "coverage_0.8": coverage_summary(g["twin_hit_0.8"]),
+        "median_rel_error": float(np.nanmedian(g["twin_rel_error"])) if len(g) else None,
+        "median_sd_ratio": _median(sd_ratio),
+        "median_width_ratio": _median(width_ratio),
+        "median_expected_sd_ratio": _median(expected),
+    }

@@ -109,13 +109,14 @@ def _series_section(summary: Mapping[str, Any]) -> list[str]:
         "The same worlds fitted on their history alone (k = 0) and with k real experiments "
         "drawn from their truth (`bayestwin.calibration.loop`); every intervention type, "
         "and apart the types an experiment tested. sd ratio: posterior sd over the same "
-        "(world, type)'s sd at k = 0; expected: the ratio if the experiments were combined "
+        "(world, type)'s sd at k = 0; width: the same ratio of the 95% intervals' widths "
+        "(robust to heavy tails); expected: the ratio if the experiments were combined "
         "with the k = 0 posterior as unbiased evidence, `(1 + sd0^2 sum 1/se^2)^-1/2` "
         "(what a history the experiments confirm should give on the tested types).",
         "",
         "| world kind | k | n | 95% covers | 80% covers | median rel. error | sd ratio "
-        "| tested types: n, 95%, error, sd ratio (expected) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| width | tested types: n, 95%, error, sd ratio, width (expected) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, series in block.items():
         for k, f in series.items():
@@ -124,13 +125,15 @@ def _series_section(summary: Mapping[str, Any]) -> list[str]:
                 "–"
                 if not t
                 else f"{t['n']}, {cov_cell(t['coverage_0.95'])}, {fmt(t['median_rel_error'])}, "
-                f"{fmt(t['median_sd_ratio'], pct=False, digits=2)} "
+                f"{fmt(t['median_sd_ratio'], pct=False, digits=2)}, "
+                f"{fmt(t.get('median_width_ratio'), pct=False, digits=2)} "
                 f"({fmt(t.get('median_expected_sd_ratio'), pct=False, digits=2)})"
             )
             lines.append(
                 f"| `{kind}` | {k} | {f['n']} | {cov_cell(f['coverage_0.95'])} | "
                 f"{cov_cell(f['coverage_0.8'])} | {fmt(f['median_rel_error'])} | "
-                f"{fmt(f['median_sd_ratio'], pct=False, digits=2)} | {tested} |"
+                f"{fmt(f['median_sd_ratio'], pct=False, digits=2)} | "
+                f"{fmt(f.get('median_width_ratio'), pct=False, digits=2)} | {tested} |"
             )
     return [*lines, ""]
 

@@ -175,6 +175,7 @@ def _twin_fields(ws: WorldSample, sim: SimulationResult, true_ate: float) -> dic
     return {
         **{f"twin_hit_{lv:g}": h for lv, h in interval_hits(draws, true_ate).items()},
         "twin_sd": float(draws.std(ddof=1)),
+        "twin_width_0.95": float(np.subtract(*np.quantile(draws, [0.975, 0.025]))),
         "twin_ess": _ess(draws, ws.run.chains),
         "twin_sbc_rank": sbc_rank(draws, true_ate),
         "twin_prob_above": sim.prob_effect_above_threshold,
