@@ -117,7 +117,7 @@ def fit_world(
         The kept fit.
     """
     from bayestwin.model.fit import TwinGenerator
-    from bayestwin.model.spec import SamplerSettings, default_spec
+    from bayestwin.model.spec import default_spec
 
     spec = default_spec(
         config.twin_type,
@@ -125,14 +125,7 @@ def fit_world(
         family=config.family,  # type: ignore[arg-type]
         numeric_features=numeric,
         categorical_features=sd.categorical_features,
-        sampler=SamplerSettings(
-            draws=run.draws,
-            tune=run.tune,
-            chains=run.chains,
-            cores=run.cores,
-            progressbar=False,
-            random_seed=config.seed,
-        ),
+        sampler=run.sampler(config.seed),
     )
     experiments = draw_experiments(config, run, sd, brand) if config.experiments else []
     t_fit = time.perf_counter()

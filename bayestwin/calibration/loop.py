@@ -179,16 +179,8 @@ def rehearsal_fields(
         numbers, or None).
     """
     from bayestwin.engine.rehearsal import rehearse
-    from bayestwin.model.spec import SamplerSettings
 
-    sampler = SamplerSettings(
-        draws=run.draws,
-        tune=run.tune,
-        chains=run.chains,
-        cores=run.cores,
-        progressbar=False,
-        random_seed=seed + 1,
-    )
+    sampler = run.sampler(seed + 1)
     reh = rehearse(
         model,
         history,

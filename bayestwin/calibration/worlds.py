@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bayestwin.core.families import Family
-from bayestwin.model.spec import TwinPriors
+from bayestwin.model.spec import SamplerSettings, TwinPriors
 from bayestwin.vocabulary import TwinType
 
 __all__ = [
@@ -460,3 +460,20 @@ class RunSettings:
     placebos: int = 8
     experiment_n_per_arm: int = 400
     gate_draws: int = 0
+
+    def sampler(self, random_seed: int) -> SamplerSettings:
+        """The NUTS settings of a fit of this run, without a progress bar.
+
+        Parameters
+        ----------
+        random_seed : int
+            The fit's seed.
+        """
+        return SamplerSettings(
+            draws=self.draws,
+            tune=self.tune,
+            chains=self.chains,
+            cores=self.cores,
+            progressbar=False,
+            random_seed=random_seed,
+        )
