@@ -63,15 +63,15 @@ EXPERIMENTS_KEY = "experiments"
 REPRODUCIBLE_FLAGS: dict[str, Any] = {"numba__fastmath": False}
 
 #: The most free parameters for which ``adaptation="auto"`` picks nutpie's low-rank
-#: mass matrix. On the calibration session's random-assignment worlds (2,000-6,000 units
-#: x 12 periods, gaussian and poisson, about 100 free parameters, the unit effects
-#: integrated out) it halved the leapfrog steps per draw (38-50 to 16-24) and the fit
-#: time, and raised the min bulk ESS per second 1.2x to 4x on five of five worlds. With
-#: sampled unit effects it lost: at 550 bernoulli units (about 650 parameters) and 482
-#: negative binomial units it took the same 31 steps per draw at twice the time per
-#: step, and at 4,002 bernoulli units 1.5x the time for a lower min ESS; the few
-#: corrected directions do not pay for their cost per step over many weakly informed
-#: unit effects.
+#: mass matrix. On seven of the calibration session's random-assignment worlds
+#: (2,000-6,000 units x 12 periods, gaussian and poisson, about 100 free parameters, the
+#: unit effects integrated out), each fitted both ways at 2 x 500 draws, it cut the
+#: leapfrog steps per draw from 33-50 to 16-24 and the fit time by 32-54%, and raised
+#: the min bulk ESS per second on all seven (1.1x to 7.8x). With sampled unit effects
+#: it lost: at 550 bernoulli units (about 650 parameters) and 482 negative binomial
+#: units it took the same 31 steps per draw at twice the time per step, and at 4,002
+#: bernoulli units 1.5x the time for a lower min ESS; the few corrected directions do
+#: not pay for their cost per step over many weakly informed unit effects.
 LOW_RANK_MAX_DIM = 300
 
 
