@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         help="refit a fit that misses the gate on ESS or r_hat with the draws per chain "
         "its ESS asks for, up to this many (0: never)",
     )
+    p.add_argument(
+        "--season-length",
+        type=int,
+        default=4,
+        help="periods per seasonal cycle of the fits of histories longer than that "
+        "(0: no seasonal wave)",
+    )
     p.add_argument("--twins", type=int, default=2000, help="twins per simulation")
     p.add_argument(
         "--workers",
@@ -208,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         placebos=args.placebos,
         experiment_n_per_arm=args.experiment_n,
         gate_draws=args.gate_draws,
+        season_length=args.season_length,
     )
     start = time.perf_counter()
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from bayestwin.calibration.loop import draw_experiments
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from bayestwin.calibration.worlds import RunSettings, WorldConfig
     from bayestwin.model.fitted import Diagnostics, FittedTwinModel
     from bayestwin.model.spec import DiagnosticThresholds
@@ -79,6 +81,13 @@ def gate_draws_needed(
     return min(cap, max(wanted, draws + 1))
 
 
+def _season_length(history: pd.DataFrame, season_length: int) -> int | None:
+    """The run's season length for a history with more periods than it, else None."""
+    if season_length < 2 or "period" not in history:
+        return None
+    return season_length if history["period"].nunique() > season_length else None
+
+
 def fit_world(
     config: WorldConfig,
     run: RunSettings,
@@ -126,6 +135,7 @@ def fit_world(
         numeric_features=numeric,
         categorical_features=sd.categorical_features,
         sampler=run.sampler(config.seed),
+        season_length=_season_length(sd.data, run.season_length),
     )
     experiments = draw_experiments(config, run, sd, brand) if config.experiments else []
     t_fit = time.perf_counter()

@@ -447,6 +447,11 @@ class RunSettings:
         Most draws per chain of the one refit of a fit that misses the diagnostics gate
         on ESS or r_hat alone (:func:`bayestwin.calibration.gate.gate_draws_needed`);
         0 never refits.
+    season_length : int
+        Periods per seasonal cycle of the fits (``TwinModelSpec.season_length``), given
+        to a fit whose history has more periods than that; 0: none. The worlds'
+        calendar has four periods per cycle (the ``trend_season`` kind's wave), as a
+        user of quarterly data would say.
     """
 
     draws: int = 500
@@ -460,6 +465,7 @@ class RunSettings:
     placebos: int = 8
     experiment_n_per_arm: int = 400
     gate_draws: int = 0
+    season_length: int = 4
 
     def sampler(self, random_seed: int) -> SamplerSettings:
         """The NUTS settings of a fit of this run, without a progress bar.

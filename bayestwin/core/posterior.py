@@ -244,6 +244,12 @@ class TwinPosterior:
         The units' deviations of a panel model (None: a cross-sectional model).
     time_scale : ndarray of shape (D,), optional
         Innovation sd of the period effects' random walk (None: no time effects).
+    time_drift : ndarray of shape (D,), optional
+        The random walk's drift, its mean step (None: no drift).
+    season_ahead : ndarray of shape (D, S), optional
+        The seasonal part of the period shift ``h = 1..S`` periods after the history
+        (column ``h - 1``; it repeats with period ``S``), on top of the walk's steps
+        (None: no seasonal wave).
     segment_hyper : SegmentHyper, optional
         The segment terms' population distribution (None: unseen segments are refused).
     """
@@ -262,6 +268,8 @@ class TwinPosterior:
     dose_jump: NDArray | None = None
     unit_effects: UnitEffects | None = None
     time_scale: NDArray | None = None
+    time_drift: NDArray | None = None
+    season_ahead: NDArray | None = None
     segment_hyper: SegmentHyper | None = None
 
     def __post_init__(self) -> None:
@@ -284,10 +292,14 @@ class TwinPosterior:
                 raise ValueError(f"{name} has shape {got}, expected {shape}")
         if self.dispersion is not None and self.dispersion.shape != (d,):
             raise ValueError(f"dispersion has shape {self.dispersion.shape}, expected {(d,)}")
-        for name in ("dose_jump", "time_scale"):
+        for name in ("dose_jump", "time_scale", "time_drift"):
             arr = getattr(self, name)
             if arr is not None and arr.shape != (d,):
                 raise ValueError(f"{name} has shape {arr.shape}, expected {(d,)}")
+        if self.season_ahead is not None and (
+            self.season_ahead.ndim != 2 or self.season_ahead.shape[0] != d
+        ):
+            raise ValueError(f"season_ahead has shape {self.season_ahead.shape}, expected ({d}, S)")
         if self.unit_effects is not None and self.unit_effects.n_draws != d:
             raise ValueError(f"unit_effects has {self.unit_effects.n_draws} draws, expected {d}")
         if self.family in ("neg_binomial", "gaussian") and self.dispersion is None:

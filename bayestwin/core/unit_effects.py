@@ -20,7 +20,8 @@ unit and posterior draw:
   ``phi = 1 / scale_d**2`` for the gamma unit effects of a count model).
 
 :func:`time_effect_draws` gives the period shift ``H`` periods past the history under
-the fitted random walk of the period effects (zero at the last period of the history).
+the fitted random walk of the period effects (zero at the last period of the history),
+with the seasonal wave's change when the model has one.
 
 NumPy, SciPy and pandas.
 """
@@ -291,12 +292,19 @@ def _rotated_normals(n: int, d: int, rng: np.random.Generator, dtype: np.dtype) 
     return np.lib.stride_tricks.sliding_window_view(cycle, d)[starts]
 
 
-def time_effect_draws(scale: NDArray, horizon: int, rng: np.random.Generator) -> NDArray:
+def time_effect_draws(
+    scale: NDArray,
+    horizon: int,
+    rng: np.random.Generator,
+    season: NDArray | None = None,
+    drift: NDArray | None = None,
+) -> NDArray:
     """Period shifts ``1..horizon`` periods past the history, shape ``(horizon, D)``.
 
     The period effects follow a Gaussian random walk with innovation sd ``scale_d``,
     zero at the last period of the history, so ``h`` periods later the shift is the sum
-    of ``h`` innovations.
+    of ``h`` innovations (plus ``h`` times the drift), plus the seasonal wave's change
+    from the last period to that one when the model has a wave.
 
     Parameters
     ----------
@@ -306,6 +314,11 @@ def time_effect_draws(scale: NDArray, horizon: int, rng: np.random.Generator) ->
         Periods ahead (>= 1).
     rng : numpy Generator
         The random stream.
+    season : ndarray, shape (D, S), optional
+        The seasonal part of the shift ``h = 1..S`` periods ahead (column ``h - 1``),
+        repeating with period ``S`` (:func:`bayestwin.model.time_terms.season_ahead`).
+    drift : ndarray, shape (D,), optional
+        Posterior draws of the walk's drift (mean step).
 
     Returns
     -------
@@ -315,4 +328,10 @@ def time_effect_draws(scale: NDArray, horizon: int, rng: np.random.Generator) ->
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     steps = rng.standard_normal((horizon, scale.shape[0])) * np.asarray(scale)[None, :]
-    return np.cumsum(steps, axis=0)
+    shifts = np.cumsum(steps, axis=0)
+    if drift is not None:
+        shifts = shifts + np.arange(1, horizon + 1)[:, None] * np.asarray(drift)[None, :]
+    if season is not None:
+        season = np.asarray(season)
+        shifts = shifts + season[:, np.arange(horizon) % season.shape[1]].T
+    return shifts

@@ -39,8 +39,9 @@ holds their defaults, the shipped configuration's).
 **Panel models** (:mod:`bayestwin.model.panel_terms`). The twin of unit ``i`` carries
 ``i``'s posterior unit deviation; a unit the history lacks draws one from the fitted
 population distribution. The ATE is for the ``horizon`` periods right after the
-history: the period shift of each is drawn from the fitted random walk, and the ATE is
-averaged over them (:mod:`bayestwin.core.unit_effects`).
+history: the period shift of each is drawn from the fitted random walk with its drift
+(and the seasonal wave's change, for a model with one), and the ATE is averaged over
+them (:mod:`bayestwin.core.unit_effects`).
 
 Randomness: the random steps (the draw of twins; for a panel model the unit deviations
 and period shifts) are seeded by ``random_seed``; the same seed gives bit-identical
@@ -403,7 +404,9 @@ class SimulationEngine:
             units = post.unit_effects.lazy_draws_at(idx, rng, dtype=self.dtype)
         shifts: list[NDArray | None] = [None]
         if post.time_scale is not None:
-            shifts = list(time_effect_draws(post.time_scale, horizon, rng))
+            shifts = list(
+                time_effect_draws(post.time_scale, horizon, rng, post.season_ahead, post.time_drift)
+            )
         periods = []
         for shift in shifts:
             # the period shift is the same for every twin: it joins the intercepts

@@ -35,6 +35,7 @@ from bayestwin.model.history import check_history, latest_population
 from bayestwin.model.io import provenance
 from bayestwin.model.pymc_model import build_design, build_pymc_model
 from bayestwin.model.spec import SamplerSettings, TwinModelSpec
+from bayestwin.model.time_terms import season_ahead
 from bayestwin.model.unit_posterior import unit_effects_from_trace
 from bayestwin.schemas import ExperimentEvidence
 from bayestwin.vocabulary import TwinType
@@ -270,7 +271,10 @@ def _posterior_arrays(trace: Any, d: dict[str, Any], family: str) -> TwinPosteri
     beta = _flat(post, "beta") if enc.columns else np.zeros((n, 0))
     gamma = _flat(post, "gamma") if enc.numeric else np.zeros((n, len(d["types"]), 0))
     disp = _flat(post, "dispersion") if "dispersion" in post else None
-    optional = ("dose_jump", "sigma_time", "sigma_unit", "lambda_unit", "time_effect", "z_unit")
+    optional = (
+        "dose_jump", "sigma_time", "time_drift", "sigma_unit", "lambda_unit", "time_effect",
+        "z_unit",
+    )  # fmt: skip
     extra = {name: _flat(post, name) for name in optional if name in post}
     units = None
     if d["choices"].units:
@@ -303,6 +307,12 @@ def _posterior_arrays(trace: Any, d: dict[str, Any], family: str) -> TwinPosteri
         dose_jump=extra.get("dose_jump"),
         unit_effects=units,
         time_scale=extra.get("sigma_time"),
+        time_drift=extra.get("time_drift"),
+        season_ahead=season_ahead(
+            _flat(post, "season"), d["season_position"][-1], d["season_ahead_position"]
+        )
+        if "season" in post
+        else None,
         segment_hyper=_segment_hyper(post, n, len(d["types"])),
     )
 

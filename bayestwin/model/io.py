@@ -53,6 +53,7 @@ PROVENANCE_PACKAGES = (
 
 _ARRAYS = (
     "intercept", "beta", "tau", "gamma", "dose_rate", "dispersion", "dose_jump", "time_scale",
+    "time_drift", "season_ahead",
 )  # fmt: skip
 #: The arrays of :class:`~bayestwin.core.unit_effects.UnitEffects`, saved as ``unit_<name>``.
 _UNIT_ARRAYS = ("unit_ids", "mean", "sd", "offset", "scale")
@@ -226,6 +227,8 @@ def _posterior(src: Path, meta: dict[str, Any]) -> TwinPosterior:
         outcome_scale=float(meta["outcome_scale"]),
         dose_jump=arrays.get("dose_jump"),
         time_scale=arrays.get("time_scale"),
+        time_drift=arrays.get("time_drift"),
+        season_ahead=arrays.get("season_ahead"),
         unit_effects=_unit_effects(arrays, meta),
         segment_hyper=SegmentHyper(**{k: arrays[f"segment_{k}"] for k in _SEGMENT_ARRAYS})
         if "segment_tau_sd" in arrays

@@ -18,11 +18,10 @@ A history whose units have several periods gets, on top of the GLM of
   or more often, the random-effects assumption (unit effect independent of treatment)
   fails, and ``lambda`` absorbs the dependence. The effects are then identified from
   within-unit change, as in two-way fixed effects (Mundlak, 1978; Wooldridge, 2021).
-* ``b_t``: period effects, a Gaussian random walk with step sd ``sigma_time``, zero at
-  the last period of the history. A random walk rather than a trend plus seasonality:
-  it needs no season length, follows level changes of any shape, pools neighbouring
-  periods, and its forecast ``h`` periods ahead widens honestly (``h`` steps). The
-  intercepts are then the levels of the last period.
+* ``b_t``: period effects, a Gaussian random walk with drift, zero at the last period
+  of the history, plus a seasonal wave when the spec gives ``season_length``
+  (:mod:`bayestwin.model.time_terms`). The intercepts are then the levels of the last
+  period.
 
 The likelihoods stay collapsed: rows are grouped by (unit, period, design), and each
 unit's effect is integrated out in closed form where the family allows it:
@@ -63,11 +62,7 @@ unit; the exposures once per distinct row of counts (:func:`_block_exposure`); a
 interactions as one product per intervention type. On that panel at 20,000 and 100,000
 units (200,000 and 1,000,000 rows) one log density and gradient took 0.96 and 13.8 ms
 against 1.56 and 23.6 ms before (numba, best of 30, two cores busy with other fits), to
-the same log density. The sampler's geometry was measured too and left as it is: 28-29
-leapfrog steps per draw (tree depth 5) at step size 0.19-0.20, the lowest bulk ESS on
-``sigma_time``, ``sigma_seg`` and ``mu_tau``; a centred random walk of the period
-effects did worse (``sigma_time`` ESS 94 against 223 of 600 draws, 35 steps per draw
-against 28), so it stays non-centred.
+the same log density (the sampler's geometry: :mod:`bayestwin.model.time_terms`).
 
 ``nox -s benchmark`` compares the default fit with the plain model (one term per row,
 sampled unit effects).
@@ -89,6 +84,7 @@ import pandas as pd
 
 from bayestwin.model.history import unit_index
 from bayestwin.model.spec import TwinModelSpec, TwinPriors
+from bayestwin.model.time_terms import period_design, period_effects
 
 #: Most grid slots per likelihood cell for the block layout (:func:`_block_layout`).
 _MAX_PADDING = 4.0
@@ -121,12 +117,15 @@ class PanelChoices:
         Random-walk period effects.
     jump : bool
         A first-contact jump in the dose response.
+    season : int
+        Periods per cycle of the seasonal wave of the period effects (0: none).
     """
 
     units: bool
     crre: bool
     time: bool
     jump: bool
+    season: int = 0
 
 
 def panel_choices(df: pd.DataFrame, spec: TwinModelSpec) -> PanelChoices:
@@ -137,7 +136,7 @@ def panel_choices(df: pd.DataFrame, spec: TwinModelSpec) -> PanelChoices:
     df : DataFrame
         Validated history rows.
     spec : TwinModelSpec
-        Its ``unit_effects``, ``time_effects`` and ``dose_jump``.
+        Its ``unit_effects``, ``time_effects``, ``season_length`` and ``dose_jump``.
 
     Returns
     -------
@@ -156,7 +155,11 @@ def panel_choices(df: pd.DataFrame, spec: TwinModelSpec) -> PanelChoices:
     doses = df.loc[df[spec.intervention_column] != "", spec.intensity_column]
     jump = spec.dose_jump == "on" or (spec.dose_jump == "auto" and doses.nunique() >= 3)
     return PanelChoices(
-        units=units, crre=units and _treatment_varies(df, spec), time=time, jump=jump
+        units=units,
+        crre=units and _treatment_varies(df, spec),
+        time=time,
+        jump=jump,
+        season=(spec.season_length or 0) if time else 0,
     )
 
 
@@ -195,7 +198,7 @@ def add_panel_design(
     Adds ``choices``; with unit effects ``unit`` (each cell's unit index), ``unit_ids``
     and ``mundlak`` (units x types, centred shares of treated periods), and either the
     block layout ``blocks`` or the cells' :func:`unit_constant_terms`; with time effects
-    ``period`` (each cell's period index) and ``periods`` (the sorted values).
+    :func:`~bayestwin.model.time_terms.period_design`.
     """
     d["choices"] = choices
     if choices.units:
@@ -208,9 +211,7 @@ def add_panel_design(
         m = shares.groupby("__unit", sort=True).mean().reindex(unit_ids).to_numpy()
         d["mundlak"] = m - m.mean(axis=0)
     if choices.time and spec.period_column:
-        periods = np.sort(df[spec.period_column].unique())
-        d["periods"] = periods
-        d["period"] = np.searchsorted(periods, design[spec.period_column].to_numpy())
+        d.update(period_design(df, design, spec.period_column, choices.season))
     if choices.units and spec.collapse and not samples_units(spec):
         blocks = _block_layout(d)
         if blocks is not None:
@@ -336,8 +337,8 @@ def scale_prior(pm: Any, name: str, mean: float) -> Any:
 def panel_terms(pm: Any, d: dict[str, Any], pr: TwinPriors) -> Any:
     """The Mundlak and period terms of each likelihood cell's ``eta`` (0 without them).
 
-    Creates ``lambda_unit`` and ``sigma_time`` with the period effects ``time_effect``
-    (zero at the last period) on the way.
+    Creates ``lambda_unit`` and the period effects ``time_effect`` (zero at the last
+    period, :func:`~bayestwin.model.time_terms.period_effects`) on the way.
     """
     import pytensor.tensor as pt
 
@@ -349,11 +350,7 @@ def panel_terms(pm: Any, d: dict[str, Any], pr: TwinPriors) -> Any:
         m = pt.dot(pt.as_tensor_variable(d["mundlak"]), lam)
         extra = extra + (m[:, None] if blocks else m[d["unit"]])
     if choices.time and len(d["periods"]) > 1:
-        sigma_time = scale_prior(pm, "sigma_time", pr.time_sd)
-        z = pm.Normal("z_time", 0.0, 1.0, shape=len(d["periods"]) - 1)
-        # b_t = -sigma * sum_{j >= t} z_j: a random walk that is 0 at the last period
-        tail = pt.cumsum(z[::-1])[::-1]
-        b = pm.Deterministic("time_effect", pt.concatenate([-sigma_time * tail, pt.zeros(1)]))
+        b = period_effects(pm, d, pr)
         if not blocks:  # the block likelihood takes the period effects apart
             extra = extra + b[d["period"]]
     return extra

@@ -21,7 +21,8 @@ The model is the hierarchical GLM of DESIGN.md::
 * the effect prior ``mu_tau ~ Normal(0, 1.5)`` lets through shifts of 2-3 logits (or a
   factor of four in counts, 1.5 outcome sds) that a tighter scale would shrink;
 * a history whose units have several periods adds unit effects, a
-  correlated-random-effects term and random-walk period effects, each unit's effect
+  correlated-random-effects term and period effects (a random walk with drift, and a
+  seasonal wave when asked for), each unit's effect
   integrated out of a collapsed likelihood (:mod:`bayestwin.model.panel_terms`);
 * each level of a hierarchy is non-centred, with zero-sum standardised deviations so
   that the group means are identified on their own, unless every group in the level is

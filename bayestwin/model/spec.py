@@ -85,6 +85,17 @@ class TwinPriors(BaseModel):
     time_sd: float = Field(
         0.1, gt=0, description="sigma_time ~ Gamma(2, 2 / .): step sd of the period random walk"
     )
+    drift_sd: float = Field(
+        0.1, gt=0, description="time_drift ~ Normal(0, .): mean step of the period walk"
+    )
+    season_sd: float = Field(
+        0.5,
+        gt=0,
+        description=(
+            "season ~ ZeroSumNormal(.): the seasonal wave of the period effects (link "
+            "scale), with season_length only"
+        ),
+    )
     mundlak_sd: float = Field(
         1.0, gt=0, description="lambda ~ Normal(0, .): unit effect on treatment history"
     )
@@ -201,8 +212,18 @@ class TwinModelSpec(BaseModel):
     time_effects: Literal["auto", "on", "off"] = Field(
         "auto",
         description=(
-            "Random-walk period effects; 'auto': on when the history has two or more "
+            "Period effects, a random walk with drift; 'auto': on when the history has two or more "
             "periods and some unit has two or more of them."
+        ),
+    )
+    season_length: int | None = Field(
+        None,
+        ge=2,
+        le=520,
+        description=(
+            "Periods per seasonal cycle (4 for quarters, 12 for months, 52 for weeks): "
+            "the period effects get a seasonal wave beside their random walk, and the "
+            "simulation forecasts it (see bayestwin.model.time_terms). None: no wave."
         ),
     )
     dose_jump: Literal["auto", "on", "off"] = Field(
