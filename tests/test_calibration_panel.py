@@ -138,6 +138,7 @@ def _fake_kind_run() -> CalibrationRun:
             "true_ate": 0.1,
             "true_control_mean": 2.0,
             "true_lift": 0.05,
+            "error_floor": 0.1,
             "diagnostics_passed": passed,
             "twin_ate": 0.1 + err,
             "twin_sd": sd,
@@ -186,6 +187,8 @@ def test_by_kind_reports_each_kind_apart() -> None:
             gated["twin_hit_0.8"].mean()
         )
         assert f["median_rel_error"] == pytest.approx(rows["twin_rel_error"].median())
+        # every record: sd 0.02 over max(|0.1|, floor 0.1), times the normal's median |Z|
+        assert f["implied_rel_error"] == pytest.approx(0.6744897501960817 * 0.02 / 0.1)
     assert 0.6 < block["in_model"]["primary"]["sd_ratio"] < 1.6
     assert block["staggered"]["primary"]["sd_ratio"] < 0.5
 
@@ -199,6 +202,7 @@ def test_summary_and_markdown_with_kinds() -> None:
     text = to_markdown(summary)
     assert "## By world kind (twin model)" in text
     assert "| unit intercept, treatment starts mid-history (`staggered`) | 20 |" in text
+    assert "| median rel. error | implied by the sd | sd ratio |" in text
     assert "The sections below read the `in_model` worlds only." in text
     # a run of in-model worlds only (as draw_world_configs draws) reads as before
     legacy = replace(

@@ -28,7 +28,8 @@ def _kind_rows(block: Mapping[str, Any], part: str) -> list[str]:
         rows.append(
             f"| {kind_label(kind)} (`{kind}`) | {f['n']} | "
             f"{cov_cell(cov['0.95'])} | {cov_cell(cov['0.8'])} | "
-            f"{fmt(f['median_rel_error'])} | {fmt(f['sd_ratio'], pct=False, digits=2)} | "
+            f"{fmt(f['median_rel_error'])} | {fmt(f.get('implied_rel_error'))} | "
+            f"{fmt(f['sd_ratio'], pct=False, digits=2)} | "
             f"{fmt(f['rms_z'], pct=False, digits=1)} | {gate_cell} | "
             f"{fmt(gated['0.95']['coverage'], digits=0)} / "
             f"{fmt(gated['0.8']['coverage'], digits=0)} (n={gated['0.95']['n']}) |"
@@ -42,16 +43,19 @@ def _kind_section(summary: Mapping[str, Any]) -> list[str]:
     if not block or (len(block) == 1 and "in_model" in block):
         return []
     head = (
-        "| world kind | n | 95% covers truth | 80% covers | median rel. error | sd ratio | "
-        "rms z | gate passed | 95% / 80% on gate-passing fits |"
+        "| world kind | n | 95% covers truth | 80% covers | median rel. error | implied by "
+        "the sd | sd ratio | rms z | gate passed | 95% / 80% on gate-passing fits |"
     )
-    rule = "|---|---|---|---|---|---|---|---|---|"
+    rule = "|---|---|---|---|---|---|---|---|---|---|"
     lines = [
         "## By world kind (twin model)",
         "",
         "Each kind adds one process to worlds shaped like the model "
         "(`bayestwin.calibration.kinds`). The truth is the ATE of the simulated twins, "
-        "each with its own unit effect, in the period after the history. sd ratio: "
+        "each with its own unit effect, in the period after the history. Implied by the "
+        "sd: the median relative error of an estimate whose error is normal with the "
+        "posterior's own sd (a history with little information has it large; a measured "
+        "error well above it is bias). sd ratio: "
         "posterior sd over the root mean square of the actual error, in lift points (1: "
         "honest; below 1: intervals too narrow). rms z: root mean square of error / "
         "posterior sd (1: honest). Gate: the default diagnostics gate (r_hat, ESS, "

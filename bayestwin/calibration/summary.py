@@ -12,8 +12,14 @@ The sd ratio is ``sqrt(mean(sd**2)) / sqrt(mean(error**2))``, the posterior sd o
 ATE over the root mean square of its actual error (estimate minus truth), both in lift
 points (divided by the true control mean) so that worlds of different scales pool: 1
 for honest intervals, below 1 for overconfident ones. ``rms_z``, the root mean square
-of ``error / sd``, is its per-world cousin (1 when honest). When the records have
-several kinds, every other section reads the ``in_model`` worlds only.
+of ``error / sd``, is its per-world cousin (1 when honest). The *median error the
+intervals imply* is the median over records of ``0.674 sd / max(|true ATE|, error
+floor)``: the median relative error of an estimate whose error is normal with the
+posterior's own sd (``0.674`` is the normal's median absolute value). Beside the
+measured median error it tells a world's information apart from a model's bias: an
+honest model on a history that holds little information has both large, and a
+biased one has a measured error above the implied. When the records have several
+kinds, every other section reads the ``in_model`` worlds only.
 """
 
 from __future__ import annotations
@@ -300,6 +306,23 @@ def _spread_fields(frame: pd.DataFrame) -> dict[str, float | None]:
     }
 
 
+#: The median of ``|Z|`` for a standard normal ``Z``: ``Phi^-1(0.75)``.
+_NORMAL_MEDIAN_ABS = 0.6744897501960817
+
+
+def _implied_error(frame: pd.DataFrame) -> float | None:
+    """The median relative error the posterior sds imply (module docstring)."""
+    need = ("twin_sd", "true_ate", "error_floor")
+    if frame.empty or any(c not in frame for c in need):
+        return None
+    scale = np.maximum(
+        frame["true_ate"].abs().to_numpy(dtype=float), frame["error_floor"].to_numpy(dtype=float)
+    )
+    implied = _NORMAL_MEDIAN_ABS * frame["twin_sd"].to_numpy(dtype=float) / scale
+    implied = implied[np.isfinite(implied)]
+    return float(np.median(implied)) if implied.size else None
+
+
 def _kind_figures(frame: pd.DataFrame) -> dict[str, Any]:
     """The twin model's figures over one set of (world, type) records."""
     if frame.empty:
@@ -315,6 +338,7 @@ def _kind_figures(frame: pd.DataFrame) -> dict[str, Any]:
             lv: coverage_summary(frame[f"twin_hit_{lv}"].to_numpy(float)) for lv in levels
         },
         "median_rel_error": _quantiles(frame["twin_rel_error"])["median"],
+        "implied_rel_error": _implied_error(frame),
         **_spread_fields(frame),
         "gate_passed": gate,
         "coverage_gate_passed": {
