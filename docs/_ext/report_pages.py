@@ -101,7 +101,13 @@ def calibration_settings(data: Mapping[str, Any]) -> str:
         ("families", families),
         (
             "each fit",
-            f"{s.get('chains')} chains x {s.get('draws')} draws ({s.get('tune')} tuning)",
+            f"{s.get('chains')} chains x {s.get('draws')} draws ({s.get('tune')} tuning)"
+            + (
+                f"; a fit that misses the gate on ESS or r_hat is sampled again with the "
+                f"draws per chain its ESS asks for, up to {s['gate_draws']}"
+                if s.get("gate_draws")
+                else ""
+            ),
         ),
         ("twins per simulation", f"{s.get('twin_count')} at intensity {s.get('intensity')}"),
         (
@@ -145,6 +151,54 @@ def acceptance_table(data: Mapping[str, Any]) -> str:
             ("worlds", acc["n_worlds"], ">= 100", "yes" if acc.get("n_worlds_ok") else "no")
         )
     return table(("metric", "value", "target", "met"), rows)
+
+
+def _wilson_cell(c: Mapping[str, Any] | None) -> str:
+    """A coverage summary as "hits/n (Wilson lower-upper)"; a dash when missing."""
+    if not c or c.get("coverage") is None:
+        return "–"
+    return f"{c['hits']}/{c['n']} ({pct(c['lower'], 0)}-{pct(c['upper'], 0)})"
+
+
+def kind_table(data: Mapping[str, Any], part: str = "primary") -> str:
+    """The twin model per world kind: coverage, errors, spread and the gate.
+
+    Parameters
+    ----------
+    data : Mapping
+        A calibration report whose ``by_kind`` holds the kinds.
+    part : {"primary", "all_types"}
+        One primary target per world, or every (world, type) pair.
+    """
+    rows = []
+    for kind, block in data.get("by_kind", {}).items():
+        f = block[part]
+        gated = f["coverage_gate_passed"]["0.95"]
+        rows.append(
+            (
+                f"`{kind}`",
+                f["n"],
+                _wilson_cell(f["coverage"]["0.95"]),
+                _wilson_cell(f["coverage"]["0.8"]),
+                pct(f["median_rel_error"]),
+                pct(f.get("implied_rel_error")),
+                num(f["rms_z"]),
+                f"{f['gate_passed']['hits']}/{f['gate_passed']['n']}",
+                "–" if gated["coverage"] is None else f"{gated['hits']}/{gated['n']}",
+            )
+        )
+    header = (
+        "world kind",
+        "n",
+        "95% covers",
+        "80% covers",
+        "median rel. error",
+        "implied by the sd",
+        "rms z",
+        "gate passed",
+        "95% on gate-passing fits",
+    )
+    return table(header, rows)
 
 
 def methods_table(data: Mapping[str, Any], assignment: str = "random") -> str:
