@@ -36,6 +36,7 @@ from bayestwin.calibration.loop import experiment_series, rehearsal_agreement
 from bayestwin.calibration.run import CalibrationRun
 from bayestwin.calibration.stats import SBC_DRAWS, coverage_summary, rank_uniformity
 from bayestwin.calibration.worlds import ASSIGNMENTS, Assignment
+from bayestwin.core.grading import prediction_error
 from bayestwin.core.intervals import INTERVAL_LEVELS
 from bayestwin.vocabulary import Recommendation
 
@@ -315,12 +316,13 @@ def _implied_error(frame: pd.DataFrame) -> float | None:
     need = ("twin_sd", "true_ate", "error_floor")
     if frame.empty or any(c not in frame for c in need):
         return None
-    scale = np.maximum(
-        frame["true_ate"].abs().to_numpy(dtype=float), frame["error_floor"].to_numpy(dtype=float)
-    )
-    implied = _NORMAL_MEDIAN_ABS * frame["twin_sd"].to_numpy(dtype=float) / scale
-    implied = implied[np.isfinite(implied)]
-    return float(np.median(implied)) if implied.size else None
+    cols = frame[list(need)].to_numpy(dtype=float)
+    implied = [
+        prediction_error(truth + _NORMAL_MEDIAN_ABS * sd, truth, floor)
+        for sd, truth, floor in cols[np.isfinite(cols).all(axis=1)]
+        if max(abs(truth), floor) > 0
+    ]
+    return float(np.median(implied)) if implied else None
 
 
 def _kind_figures(frame: pd.DataFrame) -> dict[str, Any]:

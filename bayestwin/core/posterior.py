@@ -37,7 +37,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from bayestwin.core.families import Family, check_family, inverse_link
-from bayestwin.core.unit_effects import UnitEffects
+from bayestwin.core.unit_effects import UnitEffects, time_effect_draws
 
 __all__ = ["FeatureEncoder", "SegmentHyper", "TwinPosterior", "dose_response_draws"]
 
@@ -309,6 +309,30 @@ class TwinPosterior:
     def n_draws(self) -> int:
         """Number of posterior draws ``D``."""
         return int(self.intercept.shape[0])
+
+    def period_shifts(self, horizon: int, rng: np.random.Generator) -> list[NDArray | None]:
+        """Draws of the period shift in each of the ``horizon`` periods after the history.
+
+        Parameters
+        ----------
+        horizon : int
+            Periods ahead (>= 1).
+        rng : numpy Generator
+            The random stream of the walk's fresh steps.
+
+        Returns
+        -------
+        list
+            One ``(D,)`` array per period ahead: the random walk's steps with its
+            drift and the seasonal wave's change
+            (:func:`~bayestwin.core.unit_effects.time_effect_draws`); ``[None]`` for a
+            model without period effects.
+        """
+        if self.time_scale is None:
+            return [None]
+        return list(
+            time_effect_draws(self.time_scale, horizon, rng, self.season_ahead, self.time_drift)
+        )
 
     def with_segments(self, segments: list[str], rng: np.random.Generator) -> TwinPosterior:
         """Return the posterior with ``segments`` added, their terms drawn from the population.

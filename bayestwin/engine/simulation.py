@@ -39,9 +39,9 @@ holds their defaults, the shipped configuration's).
 **Panel models** (:mod:`bayestwin.model.panel_terms`). The twin of unit ``i`` carries
 ``i``'s posterior unit deviation; a unit the history lacks draws one from the fitted
 population distribution. The ATE is for the ``horizon`` periods right after the
-history: the period shift of each is drawn from the fitted random walk with its drift
-(and the seasonal wave's change, for a model with one), and the ATE is averaged over
-them (:mod:`bayestwin.core.unit_effects`).
+history: each period's shift is drawn from the fitted walk, drift and seasonal wave,
+and the ATE is averaged over them
+(:meth:`~bayestwin.core.posterior.TwinPosterior.period_shifts`).
 
 Randomness: the random steps (the draw of twins; for a panel model the unit deviations
 and period shifts) are seeded by ``random_seed``; the same seed gives bit-identical
@@ -72,7 +72,7 @@ from bayestwin.core.effects_summary import EffectSummary, default_dose_grid, sum
 from bayestwin.core.population import TwinSample, draw_twins
 from bayestwin.core.posterior import TwinPosterior
 from bayestwin.core.rehearsal import rehearsal_summary
-from bayestwin.core.unit_effects import UnitOffsets, time_effect_draws
+from bayestwin.core.unit_effects import UnitOffsets
 from bayestwin.engine.population import TargetPopulation, resolve_population
 from bayestwin.engine.requests import CheckedRequest, check_request
 from bayestwin.errors import InvalidInputError
@@ -402,13 +402,8 @@ class SimulationEngine:
                 else target.unit_index[rows]
             )
             units = post.unit_effects.lazy_draws_at(idx, rng, dtype=self.dtype)
-        shifts: list[NDArray | None] = [None]
-        if post.time_scale is not None:
-            shifts = list(
-                time_effect_draws(post.time_scale, horizon, rng, post.season_ahead, post.time_drift)
-            )
         periods = []
-        for shift in shifts:
+        for shift in post.period_shifts(horizon, rng):
             # the period shift is the same for every twin: it joins the intercepts
             shifted = post
             if shift is not None:

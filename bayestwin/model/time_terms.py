@@ -59,6 +59,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from bayestwin.errors import InvalidInputError
+from bayestwin.model.spec import TwinPriors
 
 __all__ = ["period_design", "period_effects", "season_ahead", "season_positions"]
 
@@ -162,7 +163,7 @@ def season_ahead(season: NDArray, last: int, ahead: NDArray) -> NDArray:
     return season[:, np.asarray(ahead)] - season[:, [int(last)]]
 
 
-def period_effects(pm: Any, d: dict[str, Any], priors: Any) -> Any:
+def period_effects(pm: Any, d: dict[str, Any], priors: TwinPriors) -> Any:
     """The period effects ``time_effect`` (zero at the last period), in the model.
 
     Creates ``sigma_time``, ``z_time`` and (with three or more periods)
