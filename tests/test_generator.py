@@ -18,7 +18,13 @@ from bayestwin.model.fit import TwinGenerator, fit_all
 from bayestwin.model.fitted import Diagnostics, FittedTwinModel
 from bayestwin.model.history import check_history, collapse_history, latest_population
 from bayestwin.model.io import MODEL_FORMAT_VERSION, load_model, save_model
-from bayestwin.model.spec import DiagnosticThresholds, SamplerSettings, TwinModelSpec, default_spec
+from bayestwin.model.spec import (
+    DiagnosticThresholds,
+    SamplerSettings,
+    TwinModelSpec,
+    TwinPriors,
+    default_spec,
+)
 from bayestwin.synthetic import SyntheticTwinData, generate_synthetic_twin_data, truth_posterior
 from bayestwin.vocabulary import TwinType
 
@@ -540,17 +546,39 @@ def test_effect_parameterization_follows_the_data() -> None:
 
     rich = _data("patient", n_units=6000, n_periods=12, n_segments=2)
     names = free(rich)
+    # every cell rich: the cells are centred; the type means only under a fiftieth of
+    # their prior scale, which a wider scale reaches on the same data
+    assert "z_tau" not in names and "z_type" in names
+    wide = TwinPriors(effect_type_sd=1.5)
+    names = free(rich, priors=wide)
     assert not {"z_type", "z_tau"} & names and {"tau_type", "tau"} <= names
-    assert {"z_type", "z_tau"} <= free(rich, effect_parameterization="non_centred")
+    assert {"z_type", "z_tau"} <= free(rich, priors=wide, effect_parameterization="non_centred")
     # type means rich, type x segment cells not: only the type level is centred
     moderate = _data("patient", n_units=3000, n_periods=8, n_segments=3)
-    names = free(moderate)
+    names = free(moderate, priors=wide)
     assert "z_type" not in names and "z_tau" in names
     sparse = _data("patient", n_units=60, n_periods=1, n_segments=3)
     assert {"z_type", "z_tau"} <= free(sparse)
     # one rare type keeps its level non-centred
     rare = _data("patient", n_units=6000, n_periods=12, n_segments=2, type_weights=[1, 1, 0.01])
-    assert {"z_type", "z_tau"} <= free(rare)
+    assert {"z_type", "z_tau"} <= free(rare, priors=wide)
+
+
+@pytest.mark.parametrize(("n_types", "learned"), [(1, False), (2, False), (3, True)])
+def test_the_type_spread_is_learned_from_three_types(n_types: int, learned: bool) -> None:
+    """Two types inform their spread through one contrast: it is the prior's scale."""
+    s = _data("patient", n_units=300, n_periods=2, n_intervention_types=n_types)
+    priors = TwinPriors(effect_type_sd=0.25)
+    model = TwinGenerator(_spec(s, priors=priors)).build_model(s.data)
+    assert ("sigma_type" in model.named_vars) is learned
+    if n_types == 2:
+        import pymc as pm
+
+        # the two type means sit at mu_tau -+ 0.25 z/sqrt(2): their difference has prior
+        # sd 0.25 sqrt(2) (4,000 draws: the sd's relative error is about 1%; 5% allowed)
+        draws = pm.draw(model["tau_type"], draws=4000, random_seed=1)
+        diff = draws[:, 0] - draws[:, 1]
+        assert diff.std() == pytest.approx(0.25 * np.sqrt(2), rel=0.05)
 
 
 def test_intercept_parameterization_follows_the_data() -> None:

@@ -91,7 +91,7 @@ def test_multi_segment_model_keeps_its_hierarchy() -> None:
     )  # fmt: skip
     model = TwinGenerator(spec).build_model(s.data)
     assert [v.name for v in model.free_RVs] == [
-        "mu_a", "sigma_a", "a", "beta", "mu_tau", "sigma_type", "sigma_seg", "z_type",
+        "mu_a", "sigma_a", "a", "beta", "mu_tau", "sigma_seg", "z_type",
         "z_tau", "z_gamma", "log_rate",
     ]  # fmt: skip
 

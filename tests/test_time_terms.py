@@ -16,7 +16,12 @@ from bayestwin.errors import InvalidInputError
 from bayestwin.model.fit import TwinGenerator
 from bayestwin.model.io import load_model, save_model
 from bayestwin.model.spec import SamplerSettings, default_spec
-from bayestwin.model.time_terms import period_design, season_ahead, season_positions
+from bayestwin.model.time_terms import (
+    period_design,
+    season_ahead,
+    season_positions,
+    walk_basis,
+)
 from bayestwin.synthetic import generate_synthetic_twin_data
 
 
@@ -60,6 +65,43 @@ def test_forecast_adds_the_wave_to_the_walk_and_repeats_it() -> None:
     drift = np.array([0.1, -0.2])
     drifted = time_effect_draws(np.full(2, 0.2), 3, np.random.default_rng(1), None, drift)
     np.testing.assert_allclose(drifted - walk, np.outer([1, 2, 3], drift))  # h * drift
+
+
+@pytest.mark.parametrize(("n_periods", "length"), [(10, 4), (13, 4), (9, 3), (5, 4)])
+def test_the_walk_deviates_off_the_drift_and_every_wave(n_periods: int, length: int) -> None:
+    positions, _ = season_positions(np.arange(n_periods), length)
+    basis = walk_basis(positions, length)
+    n_steps = n_periods - 1
+    # T steps, of which the constant one and the wave's S - 1 patterns are spanned
+    assert basis.shape == (n_steps, n_steps - length)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-12)
+    np.testing.assert_allclose(basis.T @ np.ones(n_steps), 0.0, atol=1e-12)
+    wave = np.random.default_rng(0).normal(size=(20, length))[:, positions]
+    np.testing.assert_allclose(np.diff(wave, axis=1) @ basis, 0.0, atol=1e-12)
+    # any step pattern is a drift, a wave's steps and a walk deviation, exactly
+    steps = np.random.default_rng(1).normal(size=n_steps)
+    spanned = np.concatenate([np.ones((n_steps, 1)), np.diff(np.eye(length)[positions], axis=0)], 1)
+    other = steps - basis @ (basis.T @ steps)
+    coef, *_ = np.linalg.lstsq(spanned, other, rcond=None)
+    np.testing.assert_allclose(spanned @ coef, other, atol=1e-10)
+
+
+def test_the_model_samples_a_walk_off_its_wave() -> None:
+    s = generate_synthetic_twin_data(
+        "patient", n_units=60, n_periods=10, brands=("B",), family="poisson",
+        n_intervention_types=1, n_segments=2, random_seed=1, unit_icc=0.3,
+        adoption="staggered",
+    )  # fmt: skip
+    sizes = {}
+    for length in (4, None):
+        spec = default_spec(
+            "patient", "B", family="poisson", numeric_features=s.numeric_features,
+            categorical_features=s.categorical_features, season_length=length,
+        )  # fmt: skip
+        model = TwinGenerator(spec).build_model(s.data)
+        sizes[length] = model["z_time"].eval().shape[0]
+    # 9 steps: 5 deviations beside a wave of four periods, else 9 zero-sum ones
+    assert sizes == {4: 5, None: 9}
 
 
 def test_period_design_without_a_wave_has_no_positions() -> None:

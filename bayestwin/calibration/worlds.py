@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bayestwin.core.families import Family
+from bayestwin.model.pymc_model import MIN_TYPES_FOR_A_LEARNED_SCALE
 from bayestwin.model.spec import SamplerSettings, TwinPriors
 from bayestwin.vocabulary import TwinType
 
@@ -218,6 +219,8 @@ def prior_effects(
     mu_tau = rng.normal(0.0, WORLD_EFFECT_MEAN_SD)
     # Gamma(2, rate = 2 / scale), as in the generator's boundary-avoiding scale prior
     sigma_type = rng.gamma(2.0, pr.effect_type_sd / 2.0)
+    if n_types < MIN_TYPES_FOR_A_LEARNED_SCALE:  # the model's fixed scale for two types
+        sigma_type = pr.effect_type_sd
     sigma_seg = rng.gamma(2.0, pr.effect_segment_sd / 2.0)
     e = rng.standard_normal(n_types)
     z_type = e - e.mean() if n_types > 1 else np.zeros(1)

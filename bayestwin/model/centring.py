@@ -22,6 +22,10 @@ __all__ = ["centred_effects", "centred_intercepts"]
 #: this share of the level's prior scale (see :func:`centred_effects`).
 _EFFECT_CENTRING_FACTOR = 0.1
 
+#: The same share for the type means, stricter: few types barely inform their scale
+#: (see :func:`centred_effects`).
+_TYPE_CENTRING_FACTOR = 0.02
+
 
 def _pinned_down(n_rows: float, weight: float, scale: float) -> bool:
     """Whether ``n_rows`` rows of Fisher weight ``weight`` give a likelihood sd under ``scale``."""
@@ -83,8 +87,15 @@ def centred_effects(
     ``effect_segment_sd`` for the effects per segment). Effects often vary far less
     across groups than the prior scale allows, and a centred level whose true scale is
     small has its own funnel: half the prior scale centred too eagerly (divergences on
-    data sets where the non-centred form had none). A level with a single group has no
-    deviations and stays as it is.
+    data sets where the non-centred form had none). The type means are centred only
+    below a fiftieth of ``effect_type_sd``: two to four types barely inform their scale,
+    whose posterior keeps its prior's lower tail and follows types whose effects are
+    close. On panel worlds of 2,000-2,600 units with types 0.05-0.14 apart (link scale),
+    the likelihood sd of a type mean was 0.012-0.016, under a tenth of the prior scale,
+    and ``sigma_type``'s posterior 5% quantile 0.012-0.03, at that sd: the centred type
+    means diverged (7 and 5 of 1,000 draws, all at ``sigma_type``'s lowest values) and
+    the non-centred ones did not, with a higher min bulk ESS (190 against 132, 204
+    against 79). A level with a single group has no deviations and stays as it is.
 
     Parameters
     ----------
@@ -116,8 +127,10 @@ def centred_effects(
         )
     )
 
-    pr, f = spec.priors, _EFFECT_CENTRING_FACTOR
+    pr = spec.priors
     return (
-        len(types) > 1 and _pinned_down(per_type.min(), w, f * pr.effect_type_sd),
-        n_seg > 1 and _pinned_down(per_cell.min(), w, f * pr.effect_segment_sd),
+        len(types) > 1
+        and _pinned_down(per_type.min(), w, _TYPE_CENTRING_FACTOR * pr.effect_type_sd),
+        n_seg > 1
+        and _pinned_down(per_cell.min(), w, _EFFECT_CENTRING_FACTOR * pr.effect_segment_sd),
     )
