@@ -15,6 +15,7 @@ from bayestwin.calibration import (
     CalibrationRun,
     RunSettings,
     by_kind,
+    by_type_count,
     draw_kind_configs,
     draw_world_configs,
     parse_kinds,
@@ -124,7 +125,8 @@ def _fake_kind_run() -> CalibrationRun:
                 "diagnostics_passed": passed,
                 "min_ess_bulk": 300.0 + w,
                 "max_r_hat": 1.0,
-                "divergences": 0,
+                "divergences": 2 if w % 5 == 0 else 0,
+                "n_intervention_types": 2 + w % 3,
             }
         )
         rec = {
@@ -191,6 +193,26 @@ def test_by_kind_reports_each_kind_apart() -> None:
         assert f["implied_rel_error"] == pytest.approx(0.6744897501960817 * 0.02 / 0.1)
     assert 0.6 < block["in_model"]["primary"]["sd_ratio"] < 1.6
     assert block["staggered"]["primary"]["sd_ratio"] < 0.5
+
+
+def test_the_report_gives_each_number_of_types_apart() -> None:
+    run = _fake_kind_run()
+    rows = by_type_count(run.effects, run.worlds)
+    w = run.worlds
+    assert [r["types"] for r in rows] == [2, 3, 4]
+    for r in rows:
+        mine = w[w["n_intervention_types"] == r["types"]]
+        assert r["n_worlds"] == len(mine)
+        assert r["divergent_fits"] == int((mine["divergences"] > 0).sum())
+        eff = run.effects[run.effects["world_id"].isin(mine["world_id"])]
+        assert r["primary"]["n"] == len(eff)
+        assert r["primary"]["coverage"]["0.95"]["coverage"] == pytest.approx(
+            eff["twin_hit_0.95"].mean()
+        )
+    text = to_markdown(summarize(run))
+    assert "## By number of intervention types (every kind, primary targets)" in text
+    n2 = rows[0]
+    assert f"| 2 | {n2['n_worlds']} | {n2['divergent_fits']} |" in text
 
 
 def test_summary_and_markdown_with_kinds() -> None:

@@ -128,6 +128,7 @@ from bayestwin.calibration.summary import (
     MEDIAN_ERROR_TARGET,
     METHODS,
     by_kind,
+    by_type_count,
     summarize,
 )
 from bayestwin.calibration.worlds import (
@@ -150,6 +151,7 @@ __all__ = [
     "UnitData",
     "WorldConfig",
     "by_kind",
+    "by_type_count",
     "complete_pooling_glm",
     "coverage_summary",
     "draw_kind_configs",

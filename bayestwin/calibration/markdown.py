@@ -10,7 +10,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bayestwin.calibration.markdown_cells import GROUPS, LABELS, cov_cell, dec, fmt
-from bayestwin.calibration.markdown_kinds import _kind_section, _rehearsal_section, _series_section
+from bayestwin.calibration.markdown_kinds import (
+    _kind_section,
+    _rehearsal_section,
+    _series_section,
+    _type_count_section,
+)
 from bayestwin.calibration.summary import COVERAGE_TARGETS, METHODS
 from bayestwin.core.intervals import INTERVAL_LEVELS
 
@@ -330,6 +335,7 @@ def _diagnostics_section(summary: Mapping[str, Any]) -> list[str]:
 _SECTIONS: tuple[Callable[[Mapping[str, Any]], list[str]], ...] = (
     _intro,
     _kind_section,
+    _type_count_section,
     _series_section,
     _rehearsal_section,
     _acceptance_section,

@@ -102,6 +102,29 @@ def _kind_section(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _type_count_section(summary: Mapping[str, Any]) -> list[str]:
+    """The twin model by the number of intervention types, over every kind."""
+    rows = summary.get("by_type_count")
+    if not rows or len(rows) < 2:
+        return []
+    lines = [
+        "## By number of intervention types (every kind, primary targets)",
+        "",
+        "| types | worlds | fits that diverged | gate passed | 95% covers truth | "
+        "80% covers | median rel. error | 95% on gate-passing fits |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p = r["primary"]
+        lines.append(
+            f"| {r['types']} | {r['n_worlds']} | {r['divergent_fits']} | "
+            f"{cov_cell(p['gate_passed'])} | {cov_cell(p['coverage']['0.95'])} | "
+            f"{cov_cell(p['coverage']['0.8'])} | {fmt(p['median_rel_error'])} | "
+            f"{cov_cell(p['coverage_gate_passed']['0.95'])} |"
+        )
+    return [*lines, ""]
+
+
 def _series_section(summary: Mapping[str, Any]) -> list[str]:
     """Coverage, error and interval width as the real experiments grow."""
     block = summary.get("experiment_series")

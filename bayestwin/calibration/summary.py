@@ -46,6 +46,7 @@ __all__ = [
     "METHODS",
     "SPEC_ERROR_TARGET",
     "by_kind",
+    "by_type_count",
     "methods_in",
     "summarize",
     "with_assignment",
@@ -397,6 +398,40 @@ def by_kind(effects: pd.DataFrame, worlds: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def by_type_count(effects: pd.DataFrame, worlds: pd.DataFrame) -> list[dict[str, Any]]:
+    """The twin model by the number of intervention types of a world, over every kind.
+
+    Parameters
+    ----------
+    effects, worlds : DataFrame
+        A run's records; worlds with ``n_intervention_types``.
+
+    Returns
+    -------
+    list of dict
+        Per type count: ``types``, ``n_worlds``, ``divergent_fits`` (worlds whose kept
+        fit diverged), ``primary`` (:func:`_kind_figures` of one target per world).
+    """
+    if "n_intervention_types" not in worlds or effects.empty:
+        return []
+    ok = worlds[worlds["error"].isna()] if "error" in worlds else worlds
+    types = ok.set_index("world_id")["n_intervention_types"]
+    eff = effects[effects["world_id"].isin(types.index)]
+    eff = eff.assign(_types=types.loc[eff["world_id"]].to_numpy())
+    out = []
+    for n, w in ok.groupby("n_intervention_types", sort=True):
+        primary = eff[(eff["_types"] == n) & eff["primary"].astype(bool)]
+        out.append(
+            {
+                "types": int(n),
+                "n_worlds": int(len(w)),
+                "divergent_fits": int((w["divergences"].fillna(0) > 0).sum()),
+                "primary": _kind_figures(primary),
+            }
+        )
+    return out
+
+
 def summarize(run: CalibrationRun) -> dict[str, Any]:
     """The calibration report as a JSON-ready dict.
 
@@ -413,7 +448,8 @@ def summarize(run: CalibrationRun) -> dict[str, Any]:
         ``by_type_frequency``, ``by_segment_size``, ``engine_decisions``,
         ``sample_size``, ``sbc``, ``diagnostics``. Groups are the assignments
         ``random``, ``confounded_observed`` and ``confounded_hidden``. With world
-        kinds, ``by_kind`` too (:func:`by_kind`), and the rest reads the ``in_model``
+        kinds, ``by_kind`` and ``by_type_count`` too (:func:`by_kind`,
+        :func:`by_type_count`, over every kind), and the rest reads the ``in_model``
         worlds only. Where worlds were rehearsed, ``rehearsal``
         (:func:`~bayestwin.calibration.loop.rehearsal_agreement`, over every kind); where
         worlds had real experiments, ``experiment_series``
@@ -430,6 +466,7 @@ def summarize(run: CalibrationRun) -> dict[str, Any]:
         out["experiment_series"] = series
     if "kind" in worlds and not worlds.empty:
         out["by_kind"] = by_kind(eff, worlds)
+        out["by_type_count"] = by_type_count(eff, worlds)
         if worlds["kind"].nunique() > 1:
             # the sections below are about the worlds shaped like the model
             worlds = worlds[worlds["kind"] == "in_model"]
