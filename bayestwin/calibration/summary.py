@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -423,7 +423,7 @@ def by_type_count(effects: pd.DataFrame, worlds: pd.DataFrame) -> list[dict[str,
         primary = eff[(eff["_types"] == n) & eff["primary"].astype(bool)]
         out.append(
             {
-                "types": int(n),
+                "types": int(cast(int, n)),
                 "n_worlds": int(len(w)),
                 "divergent_fits": int((w["divergences"].fillna(0) > 0).sum()),
                 "primary": _kind_figures(primary),
