@@ -211,7 +211,9 @@ def period_effects(pm: Any, d: dict[str, Any], priors: TwinPriors) -> Any:
     """The period effects ``time_effect`` (zero at the last period), in the model.
 
     Creates ``sigma_time``, ``z_time`` and (with three or more periods)
-    ``time_drift``, and with ``d["season_position"]`` the pattern ``season``.
+    ``time_drift``, and with ``d["season_position"]`` the pattern ``season``; with a
+    wave, ``z_time`` holds the walk's coordinates along :func:`walk_basis` (none when
+    the drift and the wave span every step).
 
     Parameters
     ----------
@@ -234,17 +236,17 @@ def period_effects(pm: Any, d: dict[str, Any], priors: TwinPriors) -> Any:
     sigma_time = scale_prior(pm, "sigma_time", priors.time_sd)
     n_steps = len(d["periods"]) - 1
     positions = d.get("season_position")
-    if n_steps >= 2 and positions is not None:  # deviations off the mean and the wave
+    if n_steps >= 2:
         drift = pm.Normal("time_drift", 0.0, priors.drift_sd)
-        basis = walk_basis(positions, len(d["season_ahead_position"]))
-        steps = drift * pt.ones(n_steps)
-        if basis.shape[1]:
-            z = pm.Normal("z_time", 0.0, 1.0, shape=basis.shape[1])
-            steps = steps + sigma_time * pt.dot(pt.as_tensor_variable(basis), z)
-    elif n_steps >= 2:  # drift plus zero-sum deviations: the two are orthogonal
-        drift = pm.Normal("time_drift", 0.0, priors.drift_sd)
-        z = pm.ZeroSumNormal("z_time", sigma=1.0, shape=n_steps)
-        steps = drift + sigma_time * z
+        if positions is not None:  # deviations off the mean step and every step of the wave
+            basis = walk_basis(positions, len(d["season_ahead_position"]))
+            steps = drift * pt.ones(n_steps)
+            if basis.shape[1]:
+                z = pm.Normal("z_time", 0.0, 1.0, shape=basis.shape[1])
+                steps = steps + sigma_time * pt.dot(pt.as_tensor_variable(basis), z)
+        else:  # drift plus zero-sum deviations: the two are orthogonal
+            z = pm.ZeroSumNormal("z_time", sigma=1.0, shape=n_steps)
+            steps = drift + sigma_time * z
     else:  # one step: a drift and a walk are the same thing
         steps = sigma_time * pm.Normal("z_time", 0.0, 1.0, shape=n_steps)
     # w_t = -sum_{j >= t} step_j: a walk that is 0 at the last period
